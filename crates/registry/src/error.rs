@@ -1,0 +1,83 @@
+//! The one error type handlers return: an OCI error code (which fixes the HTTP status), a message,
+//! and the headers some errors must carry (`Range` on a 416 for an upload, `Content-Range` for a
+//! blob). Storage errors are mapped in one exhaustive `match`, so a client's mistake can never fall
+//! through to a 500.
+
+use axum::Json;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use oci::ErrorCode;
+use serde_json::json;
+use storage::{BackendError, StoreError};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub headers: HeaderMap,
+}
+
+/// Carried in response extensions so the logging middleware can say why a request failed.
+#[derive(Clone, Debug)]
+pub struct ErrorNote(pub String);
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+            headers: HeaderMap::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: impl ToString) -> ApiError {
+        if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+            self.headers.insert(name, v);
+        }
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({"errors": [{
+            "code": self.code.as_str(),
+            "message": self.message,
+            "detail": null,
+        }]});
+        let mut response = (status, self.headers, Json(body)).into_response();
+        response
+            .extensions_mut()
+            .insert(ErrorNote(format!("{}: {}", self.code, self.message)));
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let message = e.to_string();
+        let code = match &e {
+            StoreError::BlobUnknown => ErrorCode::BlobUnknown,
+            StoreError::UploadUnknown => ErrorCode::BlobUploadUnknown,
+            StoreError::ManifestUnknown => ErrorCode::ManifestUnknown,
+            StoreError::NameUnknown => ErrorCode::NameUnknown,
+            StoreError::DigestMismatch { .. } => ErrorCode::DigestInvalid,
+            StoreError::UploadOffset { .. } => ErrorCode::RangeInvalid,
+            StoreError::SizeMismatch { .. } => ErrorCode::SizeInvalid,
+            StoreError::ManifestInvalid(_) | StoreError::ManifestSizeMismatch { .. } => {
+                ErrorCode::ManifestInvalid
+            }
+            StoreError::ManifestTooBig { .. } => ErrorCode::ManifestTooBig,
+            StoreError::ManifestBlobUnknown(_) => ErrorCode::ManifestBlobUnknown,
+            StoreError::Body(_) => ErrorCode::BlobUploadInvalid,
+            StoreError::CorruptLink(_) => ErrorCode::Unknown,
+            StoreError::Backend(BackendError::NotFound) => ErrorCode::Unknown,
+            StoreError::Backend(BackendError::OffsetMismatch { .. }) => ErrorCode::RangeInvalid,
+            StoreError::Backend(BackendError::TooLarge { .. }) => ErrorCode::Unknown,
+            StoreError::Backend(BackendError::Io(_)) => ErrorCode::Unavailable,
+        };
+        ApiError::new(code, message)
+    }
+}

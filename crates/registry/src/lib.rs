@@ -1,0 +1,196 @@
+//! Quayside's registry HTTP API: the OCI Distribution Spec v1.1 (Docker Registry HTTP API v2) over
+//! a [`storage::Store`], plus `/metrics` (Prometheus), `/healthz` (liveness) and `/readyz`
+//! (readiness: storage answers).
+//!
+//! A request's path: [`telemetry`] (one log line, metrics) → [`dispatch`] (parse the path into a
+//! typed [`route::Target`], pick the handler by method) → a handler module per resource, each a few
+//! lines calling the store → a [`response`] constructor or an [`error::ApiError`].
+//!
+//! Dependencies: `axum` (routing, extractors; hyper underneath streams bodies both ways),
+//! `prometheus-client` (the Prometheus project's own Rust client: typed label sets, OpenMetrics text),
+//! `percent-encoding` (paths arrive encoded; `%2e%2e` must be seen as `..` and refused), `serde_urlencoded`
+//! for query strings, `http-body-util` for the bounded manifest read.
+
+mod blobs;
+pub mod error;
+mod listing;
+mod manifests;
+pub mod metrics;
+mod response;
+pub mod route;
+mod telemetry;
+mod uploads;
+
+use std::io;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::TryStreamExt;
+use oci::ErrorCode;
+use serde::Deserialize;
+use storage::{ByteStream, Store};
+
+use crate::error::ApiError;
+use crate::route::{RouteError, Target};
+
+/// What every handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub store: Store,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl App {
+    pub fn new(store: Store) -> App {
+        App {
+            store,
+            metrics: Arc::new(metrics::Metrics::default()),
+        }
+    }
+}
+
+/// Every query parameter the API reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct Params {
+    pub digest: Option<String>,
+    pub mount: Option<String>,
+    pub from: Option<String>,
+    pub n: Option<String>,
+    pub last: Option<String>,
+    #[serde(rename = "artifactType")]
+    pub artifact_type: Option<String>,
+}
+
+/// The route label a response carries for the telemetry middleware.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteLabel(pub &'static str);
+
+/// The registry's router, built once.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/v2/", get(base).head(base))
+        .route("/v2", get(base).head(base))
+        .route("/v2/_catalog", get(catalog))
+        .route("/v2/{*rest}", axum::routing::any(dispatch))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics::serve))
+        .fallback(|| async {
+            ApiError::new(ErrorCode::NameUnknown, "no such endpoint").into_response()
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            telemetry::observe,
+        ))
+        .with_state(app)
+}
+
+async fn base() -> Response {
+    let mut response = axum::Json(serde_json::json!({})).into_response();
+    response.headers_mut().insert(
+        "docker-distribution-api-version",
+        response::header_value("registry/2.0"),
+    );
+    labelled(response, "base")
+}
+
+async fn ready(State(app): State<App>) -> Response {
+    match app.store.check().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => ApiError::new(ErrorCode::Unavailable, format!("storage: {e}")).into_response(),
+    }
+}
+
+async fn catalog(State(app): State<App>, req: Request) -> Response {
+    let result = match params(req.uri().query()) {
+        Ok(p) => listing::catalog(&app, &p).await,
+        Err(e) => Err(e),
+    };
+    labelled(
+        result.unwrap_or_else(IntoResponse::into_response),
+        "catalog",
+    )
+}
+
+/// Every `/v2/<name>/...` request: parse the path once, then pick the handler by method.
+async fn dispatch(State(app): State<App>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let (target, label) = match target(parts.uri.path()) {
+        Ok(t) => {
+            let label = t.label();
+            (t, label)
+        }
+        Err(e) => return labelled(e.into_response(), "unknown"),
+    };
+    let result = match params(parts.uri.query()) {
+        Ok(params) => handle(&app, &parts.method, target, &parts.headers, &params, body).await,
+        Err(e) => Err(e),
+    };
+    labelled(result.unwrap_or_else(IntoResponse::into_response), label)
+}
+
+async fn handle(
+    app: &App,
+    method: &Method,
+    target: Target,
+    headers: &HeaderMap,
+    params: &Params,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let head = method == Method::HEAD;
+    match (method.clone(), target) {
+        (Method::GET | Method::HEAD, Target::Manifest(n, r)) => {
+            manifests::get(app, &n, &r, head).await
+        }
+        (Method::PUT, Target::Manifest(n, r)) => manifests::put(app, &n, &r, headers, body).await,
+        (Method::DELETE, Target::Manifest(n, r)) => manifests::delete(app, &n, &r).await,
+        (Method::GET | Method::HEAD, Target::Blob(n, d)) => {
+            blobs::get(app, &n, &uploads::parse_digest(&d)?, headers, head).await
+        }
+        (Method::DELETE, Target::Blob(n, d)) => {
+            blobs::delete(app, &n, &uploads::parse_digest(&d)?).await
+        }
+        (Method::POST, Target::Uploads(n)) => uploads::start(app, &n, params, body).await,
+        (Method::GET, Target::Upload(n, id)) => uploads::status(app, &n, &id).await,
+        (Method::PATCH, Target::Upload(n, id)) => uploads::patch(app, &n, &id, headers, body).await,
+        (Method::PUT, Target::Upload(n, id)) => uploads::put(app, &n, &id, params, body).await,
+        (Method::DELETE, Target::Upload(n, id)) => uploads::cancel(app, &n, &id).await,
+        (Method::GET, Target::Tags(n)) => listing::tags(app, &n, params).await,
+        (Method::GET, Target::Referrers(n, d)) => listing::referrers(app, &n, &d, params).await,
+        (method, target) => Err(ApiError::new(
+            ErrorCode::Unsupported,
+            format!("{method} is not supported on {}", target.label()),
+        )),
+    }
+}
+
+fn target(path: &str) -> Result<Target, ApiError> {
+    let rest = path.strip_prefix("/v2/").unwrap_or(path);
+    let rest = percent_encoding::percent_decode_str(rest)
+        .decode_utf8()
+        .map_err(|_| ApiError::new(ErrorCode::NameInvalid, "path is not valid UTF-8"))?;
+    route::parse(&rest).map_err(|e| match e {
+        RouteError::NoRoute => ApiError::new(ErrorCode::NameUnknown, "no such endpoint"),
+        RouteError::Name(e) => ApiError::new(ErrorCode::NameInvalid, e.to_string()),
+    })
+}
+
+fn params(query: Option<&str>) -> Result<Params, ApiError> {
+    serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| ApiError::new(ErrorCode::QueryInvalid, format!("query string: {e}")))
+}
+
+fn labelled(mut response: Response, label: &'static str) -> Response {
+    response.extensions_mut().insert(RouteLabel(label));
+    response
+}
+
+/// A request body as the store consumes it.
+pub(crate) fn body_stream(body: Body) -> ByteStream {
+    Box::pin(body.into_data_stream().map_err(io::Error::other))
+}

@@ -1,0 +1,92 @@
+//! `GET|HEAD|PUT|DELETE /v2/<name>/manifests/<reference>`.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use http_body_util::BodyExt;
+use oci::{ErrorCode, Reference, RepoName};
+
+use crate::error::ApiError;
+use crate::{App, response};
+
+pub fn parse_reference(s: &str) -> Result<Reference, ApiError> {
+    s.parse().map_err(|e| {
+        let code = match e {
+            oci::NameError::Digest(_) => ErrorCode::DigestInvalid,
+            _ => ErrorCode::TagInvalid,
+        };
+        ApiError::new(code, format!("reference {s:.80?}: {e}"))
+    })
+}
+
+pub async fn get(
+    app: &App,
+    name: &RepoName,
+    reference: &str,
+    head: bool,
+) -> Result<Response, ApiError> {
+    let reference = parse_reference(reference)?;
+    let m = app.store.manifest_get(name, &reference).await?;
+    let length = m.body.len() as u64;
+    Ok(response::content(
+        StatusCode::OK,
+        &m.media_type,
+        &m.digest,
+        length,
+        Body::from(m.body),
+        head,
+    ))
+}
+
+pub async fn put(
+    app: &App,
+    name: &RepoName,
+    reference: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let reference = parse_reference(reference)?;
+    let limit = app.store.max_manifest();
+    let too_big = || {
+        ApiError::new(
+            ErrorCode::ManifestTooBig,
+            format!("manifest is larger than {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_big());
+    }
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    let bytes = http_body_util::Limited::new(body, limit_usize)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_big()
+            } else {
+                ApiError::new(ErrorCode::ManifestInvalid, format!("reading manifest: {e}"))
+            }
+        })?
+        .to_bytes();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let stored = app
+        .store
+        .manifest_put(name, &reference, content_type, bytes)
+        .await?;
+    Ok(response::manifest_created(
+        name,
+        &stored.digest,
+        stored.subject.as_ref(),
+    ))
+}
+
+pub async fn delete(app: &App, name: &RepoName, reference: &str) -> Result<Response, ApiError> {
+    let reference = parse_reference(reference)?;
+    app.store.manifest_delete(name, &reference).await?;
+    Ok(response::accepted())
+}

@@ -1,0 +1,58 @@
+//! The narrow interface the store needs from a storage medium. The filesystem implements it here;
+//! object stores (S3, GCS, Azure) implement the same operations, so the store above is unchanged.
+
+use std::io;
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("not found")]
+    NotFound,
+    /// An append did not start where the object ends.
+    #[error("object is {current} bytes long")]
+    OffsetMismatch { current: u64 },
+    #[error("object is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("storage I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Writes the bytes of an append, in order; nothing is promised durable before [`Appender::finish`].
+#[async_trait]
+pub trait Appender: Send {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), BackendError>;
+    /// Flushes and returns the object's new length.
+    async fn finish(self: Box<Self>) -> Result<u64, BackendError>;
+}
+
+/// Keys are `/`-separated relative paths built by [`crate::layout`]. Deleting what does not exist
+/// succeeds on every backend (S3 says Ok where the filesystem says NotFound: normalised here).
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Length of an object.
+    async fn size(&self, key: &str) -> Result<u64, BackendError>;
+    /// Streams an object, or the given byte range of it (already checked against its size).
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, BackendError>;
+    /// Reads a small object whole (links, manifests, hash states).
+    async fn read(&self, key: &str, limit: u64) -> Result<Bytes, BackendError>;
+    /// Writes an object atomically: readers see the old content or the new, never a part.
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), BackendError>;
+    async fn delete(&self, key: &str) -> Result<(), BackendError>;
+    /// Deletes every object under `prefix/`.
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), BackendError>;
+    /// Names of the entries directly under `prefix/` ("directories" and objects), unsorted; empty
+    /// when there is nothing there.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, BackendError>;
+    /// Opens an append-only object for writing at `offset`, which must be its current length
+    /// (0 creates it).
+    async fn append(&self, key: &str, offset: u64) -> Result<Box<dyn Appender>, BackendError>;
+    /// Moves a finished append-only object to `dest` in one atomic step; `dest` appears whole or
+    /// not at all. An existing `dest` is replaced (content-addressed keys hold identical bytes).
+    async fn commit(&self, src: &str, dest: &str) -> Result<(), BackendError>;
+}

@@ -1,0 +1,71 @@
+//! Blobs as seen through a repository: a blob is readable in a repository only while the
+//! repository links it (distribution's "linked blob store").
+
+use std::ops::Range;
+
+use oci::{Digest, RepoName};
+
+use crate::backend::ByteStream;
+use crate::layout;
+use crate::store::{Store, StoreError, or_unknown};
+
+impl Store {
+    /// The size of a blob the repository links.
+    pub async fn blob_size(&self, name: &RepoName, d: &Digest) -> Result<u64, StoreError> {
+        if self
+            .read_link(&layout::layer_link(name, d))
+            .await?
+            .is_none()
+            && self
+                .read_link(&layout::revision_link(name, d))
+                .await?
+                .is_none()
+        {
+            return Err(StoreError::BlobUnknown);
+        }
+        or_unknown(
+            self.backend.size(&layout::blob_data(d)).await,
+            StoreError::BlobUnknown,
+        )
+    }
+
+    /// Streams a blob (or a range of it, already checked against [`Store::blob_size`]).
+    pub async fn blob_get(
+        &self,
+        d: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, StoreError> {
+        or_unknown(
+            self.backend.get(&layout::blob_data(d), range).await,
+            StoreError::BlobUnknown,
+        )
+    }
+
+    /// Unlinks a blob from a repository. The content stays until garbage collection, since other
+    /// repositories may link it.
+    pub async fn blob_delete(&self, name: &RepoName, d: &Digest) -> Result<(), StoreError> {
+        let link = layout::layer_link(name, d);
+        if self.read_link(&link).await?.is_none() {
+            return Err(StoreError::BlobUnknown);
+        }
+        Ok(self.backend.delete(&link).await?)
+    }
+
+    /// Links into `name` a blob that `from` links; `false` when `from` has no such blob.
+    pub async fn blob_mount(
+        &self,
+        name: &RepoName,
+        from: &RepoName,
+        d: &Digest,
+    ) -> Result<bool, StoreError> {
+        let linked = self
+            .read_link(&layout::layer_link(from, d))
+            .await?
+            .is_some();
+        if !linked || self.exists(&layout::blob_data(d)).await?.is_none() {
+            return Ok(false);
+        }
+        self.write_link(&layout::layer_link(name, d), d).await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,192 @@
+//! Where everything lives: CNCF distribution's storage layout, built in this one module.
+//!
+//! ```text
+//! docker/registry/v2/
+//! ├── blobs/<alg>/<hex[0..2]>/<hex>/data                  content, global, written once
+//! ├── repositories/<name>/
+//! │   ├── _layers/<alg>/<hex>/link                         blob is part of the repository
+//! │   ├── _manifests/revisions/<alg>/<hex>/link            manifest is part of the repository
+//! │   ├── _manifests/tags/<tag>/current/link               what the tag points at
+//! │   ├── _manifests/tags/<tag>/index/<alg>/<hex>/link     every digest the tag has pointed at
+//! │   ├── _uploads/<id>/{data,startedat}                   an unfinished upload
+//! │   ├── _uploads/<id>/quayside-hashstates/<alg>/<offset> hash state after <offset> bytes
+//! │   └── _quayside/referrers/<alg>/<hex>/<alg>/<hex>/link referrer (second) of subject (first)
+//! └── _quayside/tmp/<id>                                   staging for atomic writes
+//! ```
+//! Distribution skips every directory whose name starts with `_` that it does not know, so the
+//! Quayside-only parts are invisible to it, and a bucket moves between the two unchanged.
+//!
+//! Every key is built from validated types ([`RepoName`], [`Digest`], [`Tag`], [`UploadId`]), so no
+//! client input can put `..` or an absolute path into a key.
+
+use std::fmt;
+use std::str::FromStr;
+
+use oci::{Algorithm, Digest, RepoName, Tag};
+
+const ROOT: &str = "docker/registry/v2";
+
+/// An upload session's id: a UUID, the only form the registry hands out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadId(uuid::Uuid);
+
+impl UploadId {
+    pub fn new() -> UploadId {
+        UploadId(uuid::Uuid::new_v4())
+    }
+}
+
+impl Default for UploadId {
+    fn default() -> Self {
+        UploadId::new()
+    }
+}
+
+impl FromStr for UploadId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::try_parse(s).map(UploadId)
+    }
+}
+
+impl fmt::Display for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.as_hyphenated().fmt(f)
+    }
+}
+
+pub fn blob_data(d: &Digest) -> String {
+    let hex = d.hex();
+    format!(
+        "{ROOT}/blobs/{}/{}/{hex}/data",
+        d.algorithm().as_str(),
+        &hex[..2]
+    )
+}
+
+/// The directory of all blobs of one algorithm (for garbage collection and verification tools).
+pub fn blobs_root() -> String {
+    format!("{ROOT}/blobs")
+}
+
+pub fn repositories() -> String {
+    format!("{ROOT}/repositories")
+}
+
+fn repo(name: &RepoName) -> String {
+    format!("{ROOT}/repositories/{name}")
+}
+
+pub fn layer_link(name: &RepoName, d: &Digest) -> String {
+    format!(
+        "{}/_layers/{}/{}/link",
+        repo(name),
+        d.algorithm().as_str(),
+        d.hex()
+    )
+}
+
+pub fn manifests_dir(name: &RepoName) -> String {
+    format!("{}/_manifests", repo(name))
+}
+
+pub fn revision_link(name: &RepoName, d: &Digest) -> String {
+    format!(
+        "{}/_manifests/revisions/{}/{}/link",
+        repo(name),
+        d.algorithm().as_str(),
+        d.hex()
+    )
+}
+
+pub fn tags_dir(name: &RepoName) -> String {
+    format!("{}/_manifests/tags", repo(name))
+}
+
+pub fn tag_dir(name: &RepoName, tag: &Tag) -> String {
+    format!("{}/{tag}", tags_dir(name))
+}
+
+pub fn tag_current_link(name: &RepoName, tag: &Tag) -> String {
+    format!("{}/current/link", tag_dir(name, tag))
+}
+
+pub fn tag_index_link(name: &RepoName, tag: &Tag, d: &Digest) -> String {
+    format!(
+        "{}/index/{}/{}/link",
+        tag_dir(name, tag),
+        d.algorithm().as_str(),
+        d.hex()
+    )
+}
+
+pub fn upload_dir(name: &RepoName, id: UploadId) -> String {
+    format!("{}/_uploads/{id}", repo(name))
+}
+
+pub fn upload_data(name: &RepoName, id: UploadId) -> String {
+    format!("{}/data", upload_dir(name, id))
+}
+
+pub fn upload_started_at(name: &RepoName, id: UploadId) -> String {
+    format!("{}/startedat", upload_dir(name, id))
+}
+
+pub fn upload_hash_state(name: &RepoName, id: UploadId, alg: Algorithm, offset: u64) -> String {
+    format!(
+        "{}/quayside-hashstates/{}/{offset}",
+        upload_dir(name, id),
+        alg.as_str()
+    )
+}
+
+pub fn referrers_dir(name: &RepoName, subject: &Digest) -> String {
+    format!(
+        "{}/_quayside/referrers/{}/{}",
+        repo(name),
+        subject.algorithm().as_str(),
+        subject.hex()
+    )
+}
+
+pub fn referrer_link(name: &RepoName, subject: &Digest, referrer: &Digest) -> String {
+    format!(
+        "{}/{}/{}/link",
+        referrers_dir(name, subject),
+        referrer.algorithm().as_str(),
+        referrer.hex()
+    )
+}
+
+/// Staging area for atomic writes; distribution ignores it.
+pub fn staging(id: &str) -> String {
+    format!("{ROOT}/_quayside/tmp/{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_distribution() {
+        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .unwrap();
+        let name: RepoName = "library/alpine".parse().unwrap();
+        assert_eq!(
+            blob_data(&d),
+            "docker/registry/v2/blobs/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855/data"
+        );
+        assert_eq!(
+            layer_link(&name, &d),
+            format!(
+                "docker/registry/v2/repositories/library/alpine/_layers/sha256/{}/link",
+                d.hex()
+            )
+        );
+        assert_eq!(
+            tag_current_link(&name, &"latest".parse().unwrap()),
+            "docker/registry/v2/repositories/library/alpine/_manifests/tags/latest/current/link"
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! Quayside's registry store: content-addressed blobs, upload sessions, manifests, tags, referrers
+//! and listings, kept in CNCF distribution's layout (see [`layout`]) so that a directory or bucket
+//! written by distribution serves unchanged and the other way round.
+//!
+//! All state lives in the backend, none in process memory: any replica can continue an upload
+//! another started, because the hash state after each chunk is stored beside the data.
+//!
+//! A blob becomes visible in one atomic step ([`Backend::commit`]) after its digest has been
+//! verified while streaming; a crash at any instant leaves at most an unfinished upload or an
+//! unreferenced blob, never a partial one under a digest's name.
+//!
+//! Dependencies: `tokio` file I/O for the filesystem backend, `async-trait` so backends are trait
+//! objects chosen at start-up, `uuid` for upload ids, `humantime` for distribution's `startedat`.
+
+pub mod backend;
+mod blobs;
+pub mod fs;
+pub mod layout;
+mod listing;
+mod manifests;
+mod store;
+mod uploads;
+
+pub use backend::{Backend, BackendError, ByteStream};
+pub use fs::FsBackend;
+pub use layout::UploadId;
+pub use listing::Page;
+pub use manifests::{ManifestContent, PutManifest};
+pub use store::{Store, StoreError};

@@ -1,0 +1,256 @@
+//! Manifests, tags and referrers. A manifest's bytes are stored as a blob; the repository links
+//! it as a revision, tags point at revisions, and a manifest with a `subject` is linked as a
+//! referrer of that subject.
+
+use bytes::Bytes;
+use futures_util::future::try_join_all;
+use oci::{Algorithm, Descriptor, Digest, Manifest, Reference, RepoName, Tag};
+
+use crate::layout;
+use crate::store::{Store, StoreError};
+
+/// A stored manifest, as served.
+#[derive(Clone, Debug)]
+pub struct ManifestContent {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Bytes,
+}
+
+/// The outcome of a manifest push.
+#[derive(Clone, Debug)]
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+impl Store {
+    /// Resolves a tag or digest to a manifest digest the repository holds.
+    pub async fn manifest_resolve(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+    ) -> Result<Digest, StoreError> {
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(tag) => self
+                .read_link(&layout::tag_current_link(name, tag))
+                .await?
+                .ok_or(StoreError::ManifestUnknown)?,
+        };
+        match self
+            .read_link(&layout::revision_link(name, &digest))
+            .await?
+        {
+            Some(_) => Ok(digest),
+            None => Err(StoreError::ManifestUnknown),
+        }
+    }
+
+    pub async fn manifest_get(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+    ) -> Result<ManifestContent, StoreError> {
+        let digest = self.manifest_resolve(name, reference).await?;
+        let body = self.manifest_body(&digest).await?;
+        let media_type = Manifest::sniff_media_type(&body)
+            .ok_or_else(|| StoreError::CorruptLink(layout::blob_data(&digest)))?;
+        Ok(ManifestContent {
+            digest,
+            media_type,
+            body,
+        })
+    }
+
+    async fn manifest_body(&self, digest: &Digest) -> Result<Bytes, StoreError> {
+        match self
+            .backend
+            .read(&layout::blob_data(digest), self.max_manifest)
+            .await
+        {
+            Err(crate::BackendError::NotFound) => Err(StoreError::ManifestUnknown),
+            other => Ok(other?),
+        }
+    }
+
+    /// Validates and stores a manifest, then points `reference` at it.
+    pub async fn manifest_put(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<PutManifest, StoreError> {
+        if body.len() as u64 > self.max_manifest {
+            return Err(StoreError::ManifestTooBig {
+                limit: self.max_manifest,
+            });
+        }
+        let manifest = Manifest::parse(&body, content_type)?;
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), &body);
+                if actual != *expected {
+                    return Err(StoreError::DigestMismatch {
+                        expected: expected.clone(),
+                        actual,
+                    });
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
+        };
+        self.check_references(name, &manifest).await?;
+
+        self.backend.put(&layout::blob_data(&digest), body).await?;
+        self.write_link(&layout::revision_link(name, &digest), &digest)
+            .await?;
+        let subject = manifest.subject.map(|s| s.digest);
+        if let Some(subject) = &subject {
+            self.write_link(&layout::referrer_link(name, subject, &digest), &digest)
+                .await?;
+        }
+        if let Reference::Tag(tag) = reference {
+            self.write_link(&layout::tag_index_link(name, tag, &digest), &digest)
+                .await?;
+            self.write_link(&layout::tag_current_link(name, tag), &digest)
+                .await?;
+        }
+        Ok(PutManifest { digest, subject })
+    }
+
+    /// Every blob must be linked in the repository with the declared size, every child manifest
+    /// must be a revision of it. The subject need not exist (the spec allows referrers first).
+    async fn check_references(&self, name: &RepoName, m: &Manifest) -> Result<(), StoreError> {
+        let blobs = m.blobs.iter().map(|desc| async move {
+            match self.blob_size(name, &desc.digest).await {
+                Ok(actual) if actual != desc.size => Err(StoreError::ManifestSizeMismatch {
+                    digest: desc.digest.clone(),
+                    declared: desc.size,
+                    actual,
+                }),
+                Ok(_) => Ok(()),
+                Err(StoreError::BlobUnknown) => {
+                    Err(StoreError::ManifestBlobUnknown(desc.digest.clone()))
+                }
+                Err(e) => Err(e),
+            }
+        });
+        try_join_all(blobs).await?;
+        let children = m.manifests.iter().map(|desc| async move {
+            match self
+                .read_link(&layout::revision_link(name, &desc.digest))
+                .await?
+            {
+                Some(_) => Ok(()),
+                None => Err(StoreError::ManifestBlobUnknown(desc.digest.clone())),
+            }
+        });
+        try_join_all(children).await?;
+        Ok(())
+    }
+
+    /// Deletes by digest (the revision, every tag pointing at it, its referrer link) or by tag
+    /// (the tag only).
+    pub async fn manifest_delete(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+    ) -> Result<(), StoreError> {
+        match reference {
+            Reference::Tag(tag) => {
+                self.manifest_resolve(name, reference).await?;
+                Ok(self
+                    .backend
+                    .delete_prefix(&layout::tag_dir(name, tag))
+                    .await?)
+            }
+            Reference::Digest(digest) => self.delete_revision(name, digest).await,
+        }
+    }
+
+    async fn delete_revision(&self, name: &RepoName, digest: &Digest) -> Result<(), StoreError> {
+        let content = self
+            .manifest_get(name, &Reference::Digest(digest.clone()))
+            .await?;
+        for tag in self.tags(name).await? {
+            let current = self
+                .read_link(&layout::tag_current_link(name, &tag))
+                .await?;
+            if current.as_ref() == Some(digest) {
+                self.backend
+                    .delete_prefix(&layout::tag_dir(name, &tag))
+                    .await?;
+            }
+        }
+        if let Ok(m) = Manifest::parse(&content.body, Some(&content.media_type))
+            && let Some(subject) = m.subject
+        {
+            self.backend
+                .delete(&layout::referrer_link(name, &subject.digest, digest))
+                .await?;
+        }
+        Ok(self
+            .backend
+            .delete(&layout::revision_link(name, digest))
+            .await?)
+    }
+
+    /// The manifests in `name` whose subject is `subject`, optionally only those of one artifact
+    /// type, sorted by digest.
+    pub async fn referrers(
+        &self,
+        name: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, StoreError> {
+        let dir = layout::referrers_dir(name, subject);
+        let mut digests = Vec::new();
+        for alg in self.backend.list(&dir).await? {
+            for hex in self.backend.list(&format!("{dir}/{alg}")).await? {
+                if let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() {
+                    digests.push(d);
+                }
+            }
+        }
+        digests.sort();
+        let mut out = Vec::new();
+        for digest in digests {
+            if let Some(desc) = self.referrer_descriptor(name, digest).await?
+                && artifact_type.is_none_or(|t| desc.artifact_type.as_deref() == Some(t))
+            {
+                out.push(desc);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn referrer_descriptor(
+        &self,
+        name: &RepoName,
+        digest: Digest,
+    ) -> Result<Option<Descriptor>, StoreError> {
+        let content = match self.manifest_get(name, &Reference::Digest(digest)).await {
+            Err(StoreError::ManifestUnknown) => return Ok(None),
+            other => other?,
+        };
+        let Ok(m) = Manifest::parse(&content.body, Some(&content.media_type)) else {
+            return Ok(None);
+        };
+        Ok(Some(Descriptor {
+            media_type: content.media_type,
+            digest: content.digest,
+            size: content.body.len() as u64,
+            artifact_type: m.artifact_type,
+            annotations: m.annotations,
+            platform: None,
+        }))
+    }
+
+    /// The repository's tags, unsorted.
+    pub(crate) async fn tags(&self, name: &RepoName) -> Result<Vec<Tag>, StoreError> {
+        let names = self.backend.list(&layout::tags_dir(name)).await?;
+        Ok(names.into_iter().filter_map(|t| t.parse().ok()).collect())
+    }
+}

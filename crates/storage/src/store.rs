@@ -1,0 +1,111 @@
+use std::sync::Arc;
+
+use oci::{Digest, ManifestError};
+
+use crate::backend::{Backend, BackendError};
+
+/// Largest link file read; links hold one digest.
+pub(crate) const LINK_LIMIT: u64 = 1024;
+
+/// The registry's store over one backend. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) max_manifest: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("blob unknown to this repository")]
+    BlobUnknown,
+    #[error("upload unknown")]
+    UploadUnknown,
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    #[error("repository unknown")]
+    NameUnknown,
+    #[error("content digest is {actual}, not {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("upload is at offset {current}")]
+    UploadOffset { current: u64 },
+    #[error("received {actual} bytes where {expected} were declared")]
+    SizeMismatch { expected: u64, actual: u64 },
+    #[error(transparent)]
+    ManifestInvalid(#[from] ManifestError),
+    #[error("manifest references {digest}, which has size {actual}, not {declared}")]
+    ManifestSizeMismatch {
+        digest: Digest,
+        declared: u64,
+        actual: u64,
+    },
+    #[error("manifest is larger than {limit} bytes")]
+    ManifestTooBig { limit: u64 },
+    #[error("manifest references {0}, which is not in this repository")]
+    ManifestBlobUnknown(Digest),
+    #[error("reading the request body: {0}")]
+    Body(std::io::Error),
+    #[error("stored link {0} is corrupt")]
+    CorruptLink(String),
+    #[error(transparent)]
+    Backend(BackendError),
+}
+
+impl From<BackendError> for StoreError {
+    fn from(e: BackendError) -> Self {
+        StoreError::Backend(e)
+    }
+}
+
+/// Maps a backend's NotFound to the caller's notion of "unknown".
+pub(crate) fn or_unknown<T>(
+    r: Result<T, BackendError>,
+    unknown: StoreError,
+) -> Result<T, StoreError> {
+    match r {
+        Err(BackendError::NotFound) => Err(unknown),
+        other => Ok(other?),
+    }
+}
+
+impl Store {
+    pub fn new(backend: Arc<dyn Backend>, max_manifest: u64) -> Store {
+        Store {
+            backend,
+            max_manifest,
+        }
+    }
+
+    pub fn max_manifest(&self) -> u64 {
+        self.max_manifest
+    }
+
+    /// Proves the backend answers: lists the top of the layout.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        self.backend.list(&crate::layout::repositories()).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn read_link(&self, key: &str) -> Result<Option<Digest>, StoreError> {
+        match self.backend.read(key, LINK_LIMIT).await {
+            Ok(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .map(Some)
+                .ok_or_else(|| StoreError::CorruptLink(key.to_owned())),
+            Err(BackendError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(crate) async fn write_link(&self, key: &str, d: &Digest) -> Result<(), StoreError> {
+        Ok(self.backend.put(key, d.to_string().into()).await?)
+    }
+
+    pub(crate) async fn exists(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match self.backend.size(key).await {
+            Ok(size) => Ok(Some(size)),
+            Err(BackendError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
