@@ -51,8 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         fsync = args.fsync,
         "registry serving"
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(crate::shutdown_signal())
+    registry::serve(listener, app, crate::shutdown_signal())
         .await
         .context("serving HTTP")
 }

@@ -4,7 +4,7 @@
 //! through to a 500.
 
 use axum::Json;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use oci::ErrorCode;
 use serde_json::json;
@@ -14,7 +14,8 @@ use storage::{BackendError, StoreError};
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
-    pub headers: HeaderMap,
+    /// Few errors carry headers; a short list keeps the error (returned on every path) small.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// Carried in response extensions so the logging middleware can say why a request failed.
@@ -26,13 +27,13 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
-            headers: HeaderMap::new(),
+            headers: Vec::new(),
         }
     }
 
     pub fn with_header(mut self, name: HeaderName, value: impl ToString) -> ApiError {
         if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
-            self.headers.insert(name, v);
+            self.headers.push((name, v));
         }
         self
     }
@@ -47,7 +48,8 @@ impl IntoResponse for ApiError {
             "message": self.message,
             "detail": null,
         }]});
-        let mut response = (status, self.headers, Json(body)).into_response();
+        let mut response = (status, Json(body)).into_response();
+        response.headers_mut().extend(self.headers);
         response
             .extensions_mut()
             .insert(ErrorNote(format!("{}: {}", self.code, self.message)));

@@ -24,7 +24,6 @@ mod uploads;
 use std::io;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method};
@@ -37,6 +36,19 @@ use storage::{ByteStream, Store};
 
 use crate::error::ApiError;
 use crate::route::{RouteError, Target};
+
+pub use axum::Router;
+
+/// Serves `router` on `listener` until `shutdown` resolves, then finishes requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
 
 /// What every handler needs. Cheap to clone.
 #[derive(Clone)]

@@ -1,0 +1,147 @@
+//! Real OCI images: tar layers, an image config naming their diff ids, manifests and indexes, and
+//! OCI image layouts on disk that skopeo can copy from.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::{random_bytes, sha256};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// A blob with its digest.
+#[derive(Clone, Debug)]
+pub struct Blob {
+    pub digest: String,
+    pub data: Vec<u8>,
+}
+
+impl Blob {
+    pub fn new(data: Vec<u8>) -> Blob {
+        Blob {
+            digest: sha256(&data),
+            data,
+        }
+    }
+
+    pub fn descriptor(&self, media_type: &str) -> serde_json::Value {
+        json!({"mediaType": media_type, "digest": self.digest, "size": self.data.len()})
+    }
+}
+
+/// A single-platform image.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub layers: Vec<Blob>,
+    pub config: Blob,
+    pub manifest: Blob,
+    pub platform: (String, String),
+}
+
+impl Image {
+    /// An image whose layers are tar archives, each holding one file of `size` random bytes.
+    pub fn new(seed: u64, layer_sizes: &[usize], arch: &str) -> Image {
+        let layers: Vec<Blob> = layer_sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| {
+                Blob::new(tar_layer(
+                    &format!("file{i}"),
+                    &random_bytes(size, seed + i as u64),
+                ))
+            })
+            .collect();
+        let diff_ids: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
+        let config = Blob::new(
+            serde_json::to_vec(&json!({
+                "architecture": arch,
+                "os": "linux",
+                "config": {"ExposedPorts": {"8080/tcp": {}}, "Cmd": ["/file0"]},
+                "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            }))
+            .expect("json"),
+        );
+        let manifest = Blob::new(
+            serde_json::to_vec(&json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": config.descriptor(OCI_CONFIG),
+                "layers": layers.iter().map(|l| l.descriptor(OCI_LAYER_TAR)).collect::<Vec<_>>(),
+            }))
+            .expect("json"),
+        );
+        Image {
+            layers,
+            config,
+            manifest,
+            platform: ("linux".into(), arch.into()),
+        }
+    }
+
+    /// Config and layers.
+    pub fn blobs(&self) -> impl Iterator<Item = &Blob> {
+        std::iter::once(&self.config).chain(&self.layers)
+    }
+}
+
+/// An image index over `images`.
+pub fn index(images: &[Image]) -> Blob {
+    let manifests: Vec<_> = images
+        .iter()
+        .map(|img| {
+            let mut d = img.manifest.descriptor(OCI_MANIFEST);
+            d["platform"] = json!({"os": img.platform.0, "architecture": img.platform.1});
+            d
+        })
+        .collect();
+    Blob::new(
+        serde_json::to_vec(
+            &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}),
+        )
+        .expect("json"),
+    )
+}
+
+/// One tar archive holding one regular file.
+pub fn tar_layer(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o755);
+    header.set_mtime(0);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, name, content)
+        .expect("tar append");
+    builder.into_inner().expect("tar finish")
+}
+
+/// Writes an OCI image layout at `dir` holding `images` (and `top`, an index over them, if given),
+/// with `tag` naming `top` or else the first image.
+pub fn write_layout(dir: &Path, images: &[Image], top: Option<&Blob>, tag: &str) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    let mut write = |b: &Blob| {
+        let hex = b.digest.trim_start_matches("sha256:");
+        std::fs::write(blobs.join(hex), &b.data).expect("write blob");
+    };
+    for img in images {
+        img.blobs().for_each(&mut write);
+        write(&img.manifest);
+    }
+    let (named, media_type) = match top {
+        Some(index) => {
+            write(index);
+            (index, OCI_INDEX)
+        }
+        None => (&images[0].manifest, OCI_MANIFEST),
+    };
+    let mut entry = named.descriptor(media_type);
+    entry["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+    let index_json = json!({"schemaVersion": 2, "manifests": [entry]});
+    std::fs::write(dir.join("index.json"), index_json.to_string()).expect("index.json");
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("layout");
+}
