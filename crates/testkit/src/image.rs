@@ -10,7 +10,7 @@ use crate::{random_bytes, sha256};
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// A blob with its digest.
 #[derive(Clone, Debug)]
@@ -42,19 +42,17 @@ pub struct Image {
 }
 
 impl Image {
-    /// An image whose layers are tar archives, each holding one file of `size` random bytes.
+    /// An image whose layers are gzipped tar archives (as clients push them; skopeo would
+    /// compress plain tar layers on the way, changing the manifest), each holding one file of
+    /// `size` random bytes.
     pub fn new(seed: u64, layer_sizes: &[usize], arch: &str) -> Image {
-        let layers: Vec<Blob> = layer_sizes
+        let tars: Vec<Vec<u8>> = layer_sizes
             .iter()
             .enumerate()
-            .map(|(i, &size)| {
-                Blob::new(tar_layer(
-                    &format!("file{i}"),
-                    &random_bytes(size, seed + i as u64),
-                ))
-            })
+            .map(|(i, &size)| tar_layer(&format!("file{i}"), &random_bytes(size, seed + i as u64)))
             .collect();
-        let diff_ids: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
+        let diff_ids: Vec<String> = tars.iter().map(|t| sha256(t)).collect();
+        let layers: Vec<Blob> = tars.iter().map(|t| Blob::new(gzip(t))).collect();
         let config = Blob::new(
             serde_json::to_vec(&json!({
                 "architecture": arch,
@@ -69,7 +67,7 @@ impl Image {
                 "schemaVersion": 2,
                 "mediaType": OCI_MANIFEST,
                 "config": config.descriptor(OCI_CONFIG),
-                "layers": layers.iter().map(|l| l.descriptor(OCI_LAYER_TAR)).collect::<Vec<_>>(),
+                "layers": layers.iter().map(|l| l.descriptor(OCI_LAYER_GZIP)).collect::<Vec<_>>(),
             }))
             .expect("json"),
         );
@@ -103,6 +101,13 @@ pub fn index(images: &[Image]) -> Blob {
         )
         .expect("json"),
     )
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).expect("gzip");
+    enc.finish().expect("gzip")
 }
 
 /// One tar archive holding one regular file.

@@ -1,0 +1,168 @@
+//! The real clients and peers the tests drive: skopeo, containerd's `ctr` (with a private
+//! containerd daemon), and Debian's `docker-registry` (CNCF distribution). The test command
+//! installs them; a missing one fails the test rather than skipping it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (the test command installs it)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// skopeo with a private policy that accepts unsigned images and plain HTTP to loopback.
+pub struct Skopeo {
+    dir: TempDir,
+}
+
+impl Default for Skopeo {
+    fn default() -> Self {
+        Skopeo::new()
+    }
+}
+
+impl Skopeo {
+    pub fn new() -> Skopeo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("policy.json"),
+            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+        )
+        .expect("policy");
+        Skopeo { dir }
+    }
+
+    /// Runs `skopeo <args>` and returns its stdout; panics with its output if it fails.
+    pub fn run(&self, args: &[&str]) -> String {
+        let policy = self.dir.path().join("policy.json");
+        let out = run(Command::new("skopeo")
+            .arg("--policy")
+            .arg(policy)
+            .args(args)
+            .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json")));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// A containerd daemon of our own: root, state and socket under a temporary directory.
+pub struct Containerd {
+    child: Child,
+    dir: TempDir,
+}
+
+impl Containerd {
+    pub fn start() -> Containerd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path();
+        let config = format!(
+            "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n",
+            p.join("root").display(),
+            p.join("state").display(),
+            p.join("c.sock").display()
+        );
+        std::fs::write(p.join("config.toml"), config).expect("config");
+        let mut child = Command::new("containerd")
+            .arg("--config")
+            .arg(p.join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn containerd (the test command installs it)");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("containerd successfully booted") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = child.kill();
+            panic!("containerd did not boot");
+        }
+        Containerd { child, dir }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("c.sock")
+    }
+
+    /// Runs `ctr -a <socket> <args>`; panics with its output if it fails.
+    pub fn ctr(&self, args: &[&str]) -> String {
+        let out = run(Command::new("ctr").arg("-a").arg(self.socket()).args(args));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian's `docker-registry` (CNCF distribution 2.8) serving `root` on `addr`.
+pub struct Distribution {
+    child: Child,
+    pub addr: SocketAddr,
+    _config: TempDir,
+}
+
+impl Distribution {
+    /// Starts on a free loopback port, ready once it answers `GET /v2/`.
+    pub fn start(root: &Path) -> Distribution {
+        let addr = free_loopback_addr();
+        let config = tempfile::tempdir().expect("tempdir");
+        let yml = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            root.display()
+        );
+        std::fs::write(config.path().join("config.yml"), yml).expect("config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(config.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn docker-registry (the test command installs it)");
+        // distribution logs nothing machine-readable about readiness; connect until it accepts.
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return Distribution {
+                    child,
+                    addr,
+                    _config: config,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("docker-registry did not start on {addr}");
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port free at the time of asking (for peers that cannot bind port 0 and report it).
+pub fn free_loopback_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
