@@ -139,18 +139,19 @@ impl Distribution {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn docker-registry (the test command installs it)");
+        let peer = Distribution {
+            child,
+            addr,
+            _config: config,
+        };
         // distribution logs nothing machine-readable about readiness; connect until it accepts.
         for _ in 0..300 {
             if std::net::TcpStream::connect(addr).is_ok() {
-                return Distribution {
-                    child,
-                    addr,
-                    _config: config,
-                };
+                return peer;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("docker-registry did not start on {addr}");
+        panic!("docker-registry did not start on {addr}"); // dropping `peer` kills it
     }
 }
 
