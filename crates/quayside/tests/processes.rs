@@ -1,0 +1,308 @@
+//! Behaviour that needs real processes: uploads continued by another process on the same storage,
+//! concurrent pushes of one blob, SIGKILL at random moments during pushes, and flat memory while
+//! multi-GiB blobs stream through.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::{Client, StatusCode};
+use testkit::process::Quayside;
+use testkit::{random_bytes, sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_quayside");
+
+fn location(resp: &reqwest::Response) -> String {
+    resp.headers()["location"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn chunked_upload_continues_on_another_process() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let a = Quayside::registry(BIN, data_dir.path(), &[]);
+    let b = Quayside::registry(BIN, data_dir.path(), &[]);
+    let c = Client::new();
+    let data = random_bytes(3 << 20, 42);
+    let digest = sha256(&data);
+
+    let resp = c
+        .post(a.url("/v2/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let loc = location(&resp);
+    let chunk = |server: &Quayside, range: std::ops::Range<usize>| {
+        c.patch(server.url(&loc))
+            .header(
+                "content-range",
+                format!("{}-{}", range.start, range.end - 1),
+            )
+            .body(data[range].to_vec())
+            .send()
+    };
+    assert_eq!(
+        chunk(&a, 0..1 << 20).await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    let resp = chunk(&b, 1 << 20..2 << 20).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        resp.headers()["range"],
+        format!("0-{}", (2 << 20) - 1).as_str()
+    );
+    let status = c.get(a.url(&loc)).send().await.unwrap();
+    assert_eq!(
+        status.headers()["range"],
+        format!("0-{}", (2 << 20) - 1).as_str()
+    );
+    let resp = c
+        .put(b.url(&format!("{loc}?digest={digest}")))
+        .body(data[2 << 20..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let got = c
+        .get(a.url(&format!("/v2/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.bytes().await.unwrap(), data);
+}
+
+#[tokio::test]
+async fn concurrent_pushes_of_one_blob_end_with_one_correct_blob() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let q = Quayside::registry(BIN, data_dir.path(), &[]);
+    let data = Bytes::from(random_bytes(8 << 20, 7));
+    let digest = sha256(&data);
+    let pushes = (0..8).map(|i| {
+        let (url, data, digest) = (q.url(""), data.clone(), digest.clone());
+        tokio::spawn(async move {
+            let c = Client::new();
+            let repo = format!("r{}", i % 3);
+            if i % 2 == 0 {
+                c.post(format!("{url}/v2/{repo}/blobs/uploads/?digest={digest}"))
+                    .body(data)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            } else {
+                let resp = c
+                    .post(format!("{url}/v2/{repo}/blobs/uploads/"))
+                    .send()
+                    .await
+                    .unwrap();
+                let loc = location(&resp);
+                for part in data.chunks(1 << 20) {
+                    c.patch(format!("{url}{loc}"))
+                        .body(part.to_vec())
+                        .send()
+                        .await
+                        .unwrap();
+                }
+                c.put(format!("{url}{loc}?digest={digest}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        })
+    });
+    for status in futures_util::future::join_all(pushes).await {
+        assert_eq!(status.unwrap(), StatusCode::CREATED);
+    }
+    for repo in ["r0", "r1", "r2"] {
+        let got = Client::new()
+            .get(q.url(&format!("/v2/{repo}/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.bytes().await.unwrap(), data);
+    }
+    let blobs = visible_blobs(data_dir.path());
+    assert_eq!(blobs, vec![digest]);
+}
+
+/// Every blob visible under the layout, after checking that its content hashes to its name.
+fn visible_blobs(root: &Path) -> Vec<String> {
+    let dir = root.join("docker/registry/v2/blobs/sha256");
+    let mut found = Vec::new();
+    for prefix in std::fs::read_dir(&dir).into_iter().flatten() {
+        for blob in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
+            let blob = blob.unwrap().path();
+            let name = format!("sha256:{}", blob.file_name().unwrap().to_str().unwrap());
+            let content = std::fs::read(blob.join("data")).unwrap();
+            assert_eq!(
+                sha256(&content),
+                name,
+                "{} holds other content",
+                blob.display()
+            );
+            found.push(name);
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Pushes blobs until the registry goes away; returns the (repository, seed, size) of every push
+/// the registry acknowledged with 201.
+async fn push_until_killed(url: String, worker: u64) -> Vec<(String, u64, usize)> {
+    let c = Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let mut acked = Vec::new();
+    for n in 0u64.. {
+        let seed = worker * 1_000_000 + n;
+        let size = 64 * 1024 + (seed as usize * 7919) % (3 << 20);
+        let data = random_bytes(size, seed);
+        let digest = sha256(&data);
+        let repo = format!("crash/w{worker}");
+        let status = if n % 2 == 0 {
+            c.post(format!("{url}/v2/{repo}/blobs/uploads/?digest={digest}"))
+                .body(data)
+                .send()
+                .await
+                .map(|r| r.status())
+        } else {
+            chunked(&c, &url, &repo, &data, &digest).await
+        };
+        match status {
+            Ok(StatusCode::CREATED) => acked.push((repo, seed, size)),
+            Ok(other) => panic!("push answered {other}"),
+            Err(_) => break, // killed
+        }
+    }
+    acked
+}
+
+async fn chunked(
+    c: &Client,
+    url: &str,
+    repo: &str,
+    data: &[u8],
+    digest: &str,
+) -> reqwest::Result<StatusCode> {
+    let resp = c
+        .post(format!("{url}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await?;
+    let loc = location(&resp);
+    for (i, part) in data.chunks(512 * 1024).enumerate() {
+        let start = i * 512 * 1024;
+        c.patch(format!("{url}{loc}"))
+            .header(
+                "content-range",
+                format!("{start}-{}", start + part.len() - 1),
+            )
+            .body(part.to_vec())
+            .send()
+            .await?;
+    }
+    Ok(c.put(format!("{url}{loc}?digest={digest}"))
+        .send()
+        .await?
+        .status())
+}
+
+#[tokio::test]
+async fn sigkill_during_pushes_loses_no_acknowledged_blob_and_shows_no_partial_one() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    println!("kill schedule seed {seed}");
+    let mut acked = Vec::new();
+    for round in 0..6u64 {
+        let mut q = Quayside::registry(BIN, data_dir.path(), &[]);
+        let workers: Vec<_> = (0..6)
+            .map(|w| tokio::spawn(push_until_killed(q.url(""), round * 10 + w)))
+            .collect();
+        let delay = 50 + (seed.wrapping_mul(round + 1).wrapping_mul(2654435761) % 400);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        q.kill();
+        for w in workers {
+            acked.extend(w.await.unwrap());
+        }
+    }
+    assert!(!acked.is_empty(), "no push completed before the kills");
+    let q = Quayside::registry(BIN, data_dir.path(), &[]);
+    let c = Client::new();
+    for (repo, seed, size) in &acked {
+        let data = random_bytes(*size, *seed);
+        let digest = sha256(&data);
+        let got = c
+            .get(q.url(&format!("/v2/{repo}/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), StatusCode::OK, "acknowledged {digest} lost");
+        assert!(
+            got.bytes().await.unwrap() == data,
+            "acknowledged {digest} corrupt"
+        );
+    }
+    let visible = visible_blobs(data_dir.path());
+    println!(
+        "{} pushes acknowledged, {} blobs visible, all intact",
+        acked.len(),
+        visible.len()
+    );
+    assert!(visible.len() >= acked.len());
+}
+
+#[tokio::test]
+async fn memory_stays_flat_while_two_gib_stream_through() {
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 2048;
+    let data_dir = tempfile::tempdir().unwrap();
+    let q = Quayside::registry(BIN, data_dir.path(), &[]);
+    let chunk = Bytes::from(random_bytes(CHUNK, 99));
+    let mut hasher = oci::Hasher::new(oci::Algorithm::Sha256);
+    for _ in 0..CHUNKS {
+        hasher.update(&chunk);
+    }
+    let digest = hasher.finish().to_string();
+    let body = futures_util::stream::iter((0..CHUNKS).map({
+        let chunk = chunk.clone();
+        move |_| Ok::<_, std::io::Error>(chunk.clone())
+    }));
+    let c = Client::new();
+    let resp = c
+        .post(q.url(&format!("/v2/big/blobs/uploads/?digest={digest}")))
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let after_push = q.peak_rss_kib();
+
+    let resp = c
+        .get(q.url(&format!("/v2/big/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = resp.bytes_stream();
+    let mut pulled = oci::Hasher::new(oci::Algorithm::Sha256);
+    let mut len = 0usize;
+    while let Some(part) = stream.next().await {
+        let part = part.unwrap();
+        len += part.len();
+        pulled.update(&part);
+    }
+    assert_eq!(len, CHUNK * CHUNKS);
+    assert_eq!(pulled.finish().to_string(), digest);
+    let after_pull = q.peak_rss_kib();
+    println!("peak RSS after 2 GiB push {after_push} KiB, after pull {after_pull} KiB");
+    assert!(
+        after_pull < 64 * 1024,
+        "peak RSS {after_pull} KiB grew with the blob"
+    );
+}
