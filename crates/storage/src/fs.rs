@@ -13,13 +13,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::fs;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
-use tokio_util::io::ReaderStream;
+use std::io::{Read, Seek, Write};
 
 use crate::backend::{Appender, Backend, BackendError, ByteStream};
 use crate::layout;
 
 const IO_BLOCK: usize = 1 << 20;
+/// Blocks read ahead of the network per download.
+const READ_AHEAD: usize = 2;
+/// Chunks queued for the disk per upload.
+const WRITE_BEHIND: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct FsBackend {
@@ -44,11 +47,6 @@ impl FsBackend {
         self.root.join(key)
     }
 
-    async fn staging_file(&self) -> io::Result<PathBuf> {
-        let path = self.path(&layout::staging(&uuid::Uuid::new_v4().to_string()));
-        create_parent(&path).await?;
-        Ok(path)
-    }
 }
 
 fn not_found(e: io::Error) -> BackendError {
@@ -85,21 +83,58 @@ impl Backend for FsBackend {
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, BackendError> {
-        let mut file = fs::File::open(self.path(key)).await.map_err(not_found)?;
-        let reader = match range {
-            Some(r) => {
-                file.seek(SeekFrom::Start(r.start)).await?;
-                file.take(r.end - r.start)
-            }
-            None => file.take(u64::MAX),
+        let path = self.path(key);
+        let mut file = blocking(move || std::fs::File::open(path))
+            .await
+            .map_err(not_found)?;
+        let (start, len) = match range {
+            Some(r) => (r.start, r.end - r.start),
+            None => (0, u64::MAX),
         };
-        Ok(ReaderStream::with_capacity(reader, IO_BLOCK).boxed())
+        // A thread reads ahead while the previous block is on the wire; the bounded channel keeps
+        // at most READ_AHEAD blocks per download in memory, and a departed client (receiver
+        // dropped) stops the thread.
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = file.seek(SeekFrom::Start(start)) {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+            let mut reader = file.take(len);
+            loop {
+                let mut block = vec![0u8; IO_BLOCK];
+                let item = match read_full(&mut reader, &mut block) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        block.truncate(n);
+                        Ok(Bytes::from(block))
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                if tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed())
     }
 
     async fn read(&self, key: &str, limit: u64) -> Result<Bytes, BackendError> {
-        let file = fs::File::open(self.path(key)).await.map_err(not_found)?;
-        let mut buf = Vec::new();
-        file.take(limit + 1).read_to_end(&mut buf).await?;
+        // One blocking hop for open + read: links and manifests are read on every manifest GET.
+        let path = self.path(key);
+        let buf = blocking(move || {
+            let mut buf = Vec::new();
+            std::fs::File::open(path)?
+                .take(limit + 1)
+                .read_to_end(&mut buf)?;
+            Ok(buf)
+        })
+        .await
+        .map_err(not_found)?;
         if buf.len() as u64 > limit {
             return Err(BackendError::TooLarge { limit });
         }
@@ -107,19 +142,17 @@ impl Backend for FsBackend {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
-        let tmp = self.staging_file().await?;
-        let mut file = fs::File::create(&tmp).await?;
-        file.write_all(&data).await?;
-        if self.sync {
-            file.sync_data().await?;
-        }
-        drop(file);
+        let tmp = self.path(&layout::staging(&uuid::Uuid::new_v4().to_string()));
         let dest = self.path(key);
-        create_parent(&dest).await?;
-        if let Err(e) = fs::rename(&tmp, &dest).await {
-            let _ = fs::remove_file(&tmp).await;
-            return Err(e.into());
-        }
+        let sync = self.sync;
+        blocking(move || {
+            let written = write_then_rename(&tmp, &dest, &data, sync);
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written
+        })
+        .await?;
         Ok(())
     }
 
@@ -168,11 +201,7 @@ impl Backend for FsBackend {
         if current != offset {
             return Err(BackendError::OffsetMismatch { current });
         }
-        Ok(Box::new(FsAppender {
-            out: BufWriter::with_capacity(IO_BLOCK, file),
-            len: current,
-            sync: self.sync,
-        }))
+        Ok(Box::new(FsAppender::start(file.into_std().await, current, self.sync)))
     }
 
     async fn commit(&self, src: &str, dest: &str) -> Result<(), BackendError> {
@@ -182,25 +211,95 @@ impl Backend for FsBackend {
     }
 }
 
+/// Appends on a thread of its own, so the request task hashes the next chunk while this one is
+/// written; the bounded channel is the backpressure that keeps memory flat.
 struct FsAppender {
-    out: BufWriter<fs::File>,
-    len: u64,
-    sync: bool,
+    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    writer: tokio::task::JoinHandle<io::Result<u64>>,
+}
+
+impl FsAppender {
+    fn start(file: std::fs::File, len: u64, sync: bool) -> FsAppender {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_BEHIND);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut out = std::io::BufWriter::with_capacity(IO_BLOCK, file);
+            let mut len = len;
+            while let Some(chunk) = rx.blocking_recv() {
+                out.write_all(&chunk)?;
+                len += chunk.len() as u64;
+            }
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            if sync {
+                file.sync_data()?;
+            }
+            Ok(len)
+        });
+        FsAppender {
+            tx: Some(tx),
+            writer,
+        }
+    }
+
+    async fn join(&mut self) -> Result<u64, BackendError> {
+        self.tx = None;
+        let joined = (&mut self.writer).await.map_err(io::Error::other)?;
+        Ok(joined?)
+    }
 }
 
 #[async_trait]
 impl Appender for FsAppender {
     async fn write(&mut self, chunk: Bytes) -> Result<(), BackendError> {
-        self.out.write_all(&chunk).await?;
-        self.len += chunk.len() as u64;
-        Ok(())
+        let sent = match &self.tx {
+            Some(tx) => tx.send(chunk).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The writer stopped early: it failed, and joining it says why.
+        match self.join().await {
+            Err(e) => Err(e),
+            Ok(_) => Err(BackendError::Io(io::Error::other("upload writer stopped"))),
+        }
     }
 
     async fn finish(mut self: Box<Self>) -> Result<u64, BackendError> {
-        self.out.flush().await?;
-        if self.sync {
-            self.out.get_ref().sync_data().await?;
-        }
-        Ok(self.len)
+        self.join().await
     }
+}
+
+/// Writes `data` to `tmp` and renames it over `dest`: readers see the old file or the new one.
+fn write_then_rename(tmp: &Path, dest: &Path, data: &[u8], sync: bool) -> io::Result<()> {
+    for dir in [tmp.parent(), dest.parent()].into_iter().flatten() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::File::create(tmp)?;
+    file.write_all(data)?;
+    if sync {
+        file.sync_data()?;
+    }
+    std::fs::rename(tmp, dest)
+}
+
+/// Reads until `buf` is full or the input ends.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)?
 }

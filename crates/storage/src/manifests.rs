@@ -7,7 +7,7 @@ use futures_util::future::try_join_all;
 use oci::{Algorithm, Descriptor, Digest, Manifest, Reference, RepoName, Tag};
 
 use crate::layout;
-use crate::store::{Store, StoreError};
+use crate::store::{CachedManifest, Store, StoreError};
 
 /// A stored manifest, as served.
 #[derive(Clone, Debug)]
@@ -53,13 +53,24 @@ impl Store {
         reference: &Reference,
     ) -> Result<ManifestContent, StoreError> {
         let digest = self.manifest_resolve(name, reference).await?;
-        let body = self.manifest_body(&digest).await?;
-        let media_type = Manifest::sniff_media_type(&body)
-            .ok_or_else(|| StoreError::CorruptLink(layout::blob_data(&digest)))?;
+        let cached = match self.manifests.get(&digest) {
+            Some(hit) => hit,
+            None => {
+                let body = self.manifest_body(&digest).await?;
+                let media_type = Manifest::sniff_media_type(&body)
+                    .ok_or_else(|| StoreError::CorruptLink(layout::blob_data(&digest)))?;
+                let entry = CachedManifest {
+                    media_type: media_type.into(),
+                    body,
+                };
+                self.manifests.insert(digest.clone(), entry.clone());
+                entry
+            }
+        };
         Ok(ManifestContent {
             digest,
-            media_type,
-            body,
+            media_type: cached.media_type.to_string(),
+            body: cached.body,
         })
     }
 

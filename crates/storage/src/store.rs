@@ -12,6 +12,27 @@ pub(crate) const LINK_LIMIT: u64 = 1024;
 pub struct Store {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) max_manifest: u64,
+    /// Manifest bytes by digest. Content under a digest never changes, so entries never go
+    /// stale; whether a repository still holds the manifest is read from storage every time.
+    pub(crate) manifests: Arc<quick_cache::sync::Cache<Digest, CachedManifest, ManifestWeight>>,
+}
+
+/// Bytes of manifests kept in memory.
+const MANIFEST_CACHE_BYTES: u64 = 32 << 20;
+
+#[derive(Clone)]
+pub(crate) struct CachedManifest {
+    pub media_type: Arc<str>,
+    pub body: bytes::Bytes,
+}
+
+#[derive(Clone)]
+pub(crate) struct ManifestWeight;
+
+impl quick_cache::Weighter<Digest, CachedManifest> for ManifestWeight {
+    fn weight(&self, _: &Digest, m: &CachedManifest) -> u64 {
+        m.body.len() as u64 + 64
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +90,15 @@ pub(crate) fn or_unknown<T>(
 
 impl Store {
     pub fn new(backend: Arc<dyn Backend>, max_manifest: u64) -> Store {
+        let manifests = quick_cache::sync::Cache::with_weighter(
+            4096,
+            MANIFEST_CACHE_BYTES,
+            ManifestWeight,
+        );
         Store {
             backend,
             max_manifest,
+            manifests: Arc::new(manifests),
         }
     }
 

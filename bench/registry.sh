@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: quayside registry vs CNCF distribution 2.8 (Debian's docker-registry),
+# both on local disk on this machine, in the same run. Prints one table with the ratio.
+# Usage: bench/registry.sh            (needs curl, wrk, docker-registry; installs the last two)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BLOB_MIB=${BLOB_MIB:-256}
+CHUNK_MIB=${CHUNK_MIB:-8}
+PAR=${PAR:-16}
+PAR_MIB=${PAR_MIB:-16}
+WRK_SECONDS=${WRK_SECONDS:-10}
+
+for tool in wrk docker-registry; do
+  command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk docker-registry >/dev/null; }
+done
+cargo build --release --locked -q -p quayside
+BIN=target/release/quayside
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_up() { for _ in $(seq 200); do curl -fs "http://$1/v2/" >/dev/null && return; sleep 0.05; done; echo "$1 did not start" >&2; exit 1; }
+
+start_quayside() {
+  local port; port=$(free_port)
+  RUST_LOG=warn "$BIN" registry --listen "127.0.0.1:$port" --data-dir "$work/q-data" >"$work/q.log" 2>&1 &
+  pids+=($!); Q_PID=$!; Q="127.0.0.1:$port"; wait_up "$Q"
+}
+start_peer() {
+  local port; port=$(free_port)
+  cat >"$work/peer.yml" <<YML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $work/p-data}, delete: {enabled: true}}
+http: {addr: 127.0.0.1:$port}
+YML
+  docker-registry serve "$work/peer.yml" >"$work/p.log" 2>&1 &
+  pids+=($!); P_PID=$!; P="127.0.0.1:$port"; wait_up "$P"
+}
+
+# Test data: one big blob, its 8 MiB chunks, PAR small blobs, a manifest.
+head -c $((BLOB_MIB << 20)) /dev/urandom >"$work/big"
+BIG_DIGEST="sha256:$(sha256sum "$work/big" | cut -d' ' -f1)"
+mkdir "$work/chunks"; split -b "${CHUNK_MIB}M" -d -a 4 "$work/big" "$work/chunks/c"
+for i in $(seq 1 "$PAR"); do head -c $((PAR_MIB << 20)) /dev/urandom >"$work/par$i"; done
+# The chunked run pushes the same content under another digest-identical name would dedupe, so
+# it gets its own blob: the big one with its first byte changed.
+cp "$work/big" "$work/big2"; printf 'x' | dd of="$work/big2" bs=1 count=1 conv=notrunc status=none
+BIG2_DIGEST="sha256:$(sha256sum "$work/big2" | cut -d' ' -f1)"
+rm -rf "$work/chunks2"; mkdir "$work/chunks2"; split -b "${CHUNK_MIB}M" -d -a 4 "$work/big2" "$work/chunks2/c"
+
+location() { tr -d '\r' | awk 'tolower($1)=="location:" {print $2}'; }
+absolute() { case "$2" in http*) echo "$2";; *) echo "http://$1$2";; esac; }
+with_query() { case "$1" in *\?*) echo "$1&$2";; *) echo "$1?$2";; esac; }
+
+now() { date +%s.%N; }
+mibps() { python3 -c "print(f'{$1/($3-$2):.0f}')"; }
+
+push_monolithic() { # host file digest repo
+  local loc; loc=$(curl -s -D - -o /dev/null -X POST "http://$1/v2/$4/blobs/uploads/" | location)
+  loc=$(absolute "$1" "$loc")
+  curl -sf -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' -T "$2" "$(with_query "$loc" "digest=$3")"
+}
+push_chunked() { # host chunkdir digest repo
+  local loc off=0 size; loc=$(curl -s -D - -o /dev/null -X POST "http://$1/v2/$4/blobs/uploads/" | location)
+  for c in "$2"/c*; do
+    size=$(stat -c %s "$c")
+    loc=$(absolute "$1" "$loc")
+    loc=$(curl -sf -D - -o /dev/null -X PATCH -H 'Content-Type: application/octet-stream' \
+      -H "Content-Range: $off-$((off + size - 1))" -T "$c" "$loc" | location)
+    off=$((off + size))
+  done
+  curl -sf -o /dev/null -X PUT "$(with_query "$(absolute "$1" "$loc")" "digest=$3")"
+}
+
+bench_one() { # name host pid
+  local host=$2 t0 t1
+  t0=$(now); push_monolithic "$host" "$work/big" "$BIG_DIGEST" bench/mono; t1=$(now)
+  R[$1.push]=$(mibps "$BLOB_MIB" "$t0" "$t1")
+  t0=$(now); push_chunked "$host" "$work/chunks2" "$BIG2_DIGEST" bench/chunked; t1=$(now)
+  R[$1.chunked]=$(mibps "$BLOB_MIB" "$t0" "$t1")
+  t0=$(now); curl -sf -o /dev/null "http://$host/v2/bench/mono/blobs/$BIG_DIGEST"; t1=$(now)
+  R[$1.pull]=$(mibps "$BLOB_MIB" "$t0" "$t1")
+
+  for i in $(seq 1 "$PAR"); do
+    push_monolithic "$host" "$work/par$i" "sha256:$(sha256sum "$work/par$i" | cut -d' ' -f1)" bench/par
+  done
+  t0=$(now)
+  for i in $(seq 1 "$PAR"); do
+    curl -sf -o /dev/null "http://$host/v2/bench/par/blobs/sha256:$(sha256sum "$work/par$i" | cut -d' ' -f1)" &
+  done
+  wait_jobs; t1=$(now)
+  R[$1.parallel]=$(mibps "$((PAR * PAR_MIB))" "$t0" "$t1")
+
+  # A small image, then its manifest under load.
+  printf '{}' >"$work/cfg"
+  push_monolithic "$host" "$work/cfg" "sha256:$(sha256sum "$work/cfg" | cut -d' ' -f1)" bench/mono
+  local manifest
+  manifest=$(printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%d}]}' \
+    "$(sha256sum "$work/cfg" | cut -d' ' -f1)" "$BIG_DIGEST" $((BLOB_MIB << 20)))
+  curl -sf -o /dev/null -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+    --data-binary "$manifest" "http://$host/v2/bench/mono/manifests/latest"
+  wrk -t2 -c32 -d"${WRK_SECONDS}s" --latency -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "http://$host/v2/bench/mono/manifests/latest" >"$work/wrk-$1.txt"
+  R[$1.rps]=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$work/wrk-$1.txt")
+  R[$1.p99]=$(awk '$1=="99%" {print $2}' "$work/wrk-$1.txt")
+  R[$1.rss]=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$3/status")
+}
+wait_jobs() { for j in $(jobs -p); do case " ${pids[*]} " in *" $j "*) ;; *) wait "$j";; esac; done; }
+
+declare -A R
+start_quayside; start_peer
+bench_one quayside "$Q" "$Q_PID"
+bench_one peer "$P" "$P_PID"
+
+ratio() { python3 -c "a,b=float('$1'),float('$2'); print(f'{a/b:.2f}x' if b else 'n/a')"; }
+printf '\n%-34s %12s %14s %8s\n' "metric ($(nproc) cores)" quayside distribution ratio
+row() { printf '%-34s %12s %14s %8s\n' "$1" "${R[quayside.$2]}" "${R[peer.$2]}" "$3"; }
+row "push monolithic ${BLOB_MIB} MiB (MiB/s)" push "$(ratio "${R[quayside.push]}" "${R[peer.push]}")"
+row "push chunked ${CHUNK_MIB} MiB PATCHes (MiB/s)" chunked "$(ratio "${R[quayside.chunked]}" "${R[peer.chunked]}")"
+row "pull ${BLOB_MIB} MiB (MiB/s)" pull "$(ratio "${R[quayside.pull]}" "${R[peer.pull]}")"
+row "pull ${PAR}x${PAR_MIB} MiB parallel (MiB/s)" parallel "$(ratio "${R[quayside.parallel]}" "${R[peer.parallel]}")"
+row "manifest GET, 32 conns (req/s)" rps "$(ratio "${R[quayside.rps]}" "${R[peer.rps]}")"
+row "manifest GET p99" p99 ""
+row "peak RSS (MiB)" rss "$(ratio "${R[peer.rss]}" "${R[quayside.rss]}") less"
