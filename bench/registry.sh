@@ -53,6 +53,9 @@ cp "$work/big" "$work/big2"; printf 'x' | dd of="$work/big2" bs=1 count=1 conv=n
 BIG2_DIGEST="sha256:$(sha256sum "$work/big2" | cut -d' ' -f1)"
 rm -rf "$work/chunks2"; mkdir "$work/chunks2"; split -b "${CHUNK_MIB}M" -d -a 4 "$work/big2" "$work/chunks2/c"
 
+# Flush the test data now, so its write-back does not compete with the first server's pushes.
+sync
+
 location() { tr -d '\r' | awk 'tolower($1)=="location:" {print $2}'; }
 absolute() { case "$2" in http*) echo "$2";; *) echo "http://$1$2";; esac; }
 with_query() { case "$1" in *\?*) echo "$1&$2";; *) echo "$1?$2";; esac; }
@@ -77,48 +80,70 @@ push_chunked() { # host chunkdir digest repo
   curl -sf -o /dev/null -X PUT "$(with_query "$(absolute "$1" "$loc")" "digest=$3")"
 }
 
-bench_one() { # name host pid
-  local host=$2 t0 t1
-  t0=$(now); push_monolithic "$host" "$work/big" "$BIG_DIGEST" bench/mono; t1=$(now)
-  R[$1.push]=$(mibps "$BLOB_MIB" "$t0" "$t1")
-  t0=$(now); push_chunked "$host" "$work/chunks2" "$BIG2_DIGEST" bench/chunked; t1=$(now)
-  R[$1.chunked]=$(mibps "$BLOB_MIB" "$t0" "$t1")
-  t0=$(now); curl -sf -o /dev/null "http://$host/v2/bench/mono/blobs/$BIG_DIGEST"; t1=$(now)
-  R[$1.pull]=$(mibps "$BLOB_MIB" "$t0" "$t1")
+# Each throughput metric runs ROUNDS times, the two servers taking turns, and the median is kept:
+# this machine's virtual disk swings with write-back load, and turns expose both servers to it.
+ROUNDS=${ROUNDS:-3}
+median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.0f}')" "$@"; }
 
-  for i in $(seq 1 "$PAR"); do
-    push_monolithic "$host" "$work/par$i" "sha256:$(sha256sum "$work/par$i" | cut -d' ' -f1)" bench/par
-  done
+measure_push() { # name host round
+  local t0 t1
+  t0=$(now); push_monolithic "$2" "$work/big" "$BIG_DIGEST" "bench/mono$3"; t1=$(now)
+  S[$1.push]+=" $(mibps "$BLOB_MIB" "$t0" "$t1")"
+  t0=$(now); push_chunked "$2" "$work/chunks2" "$BIG2_DIGEST" "bench/chunked$3"; t1=$(now)
+  S[$1.chunked]+=" $(mibps "$BLOB_MIB" "$t0" "$t1")"
+}
+
+measure_pull() { # name host
+  local t0 t1 i
+  t0=$(now); curl -sf -o /dev/null "http://$2/v2/bench/mono1/blobs/$BIG_DIGEST"; t1=$(now)
+  S[$1.pull]+=" $(mibps "$BLOB_MIB" "$t0" "$t1")"
   t0=$(now)
   for i in $(seq 1 "$PAR"); do
-    curl -sf -o /dev/null "http://$host/v2/bench/par/blobs/sha256:$(sha256sum "$work/par$i" | cut -d' ' -f1)" &
+    curl -sf -o /dev/null "http://$2/v2/bench/par/blobs/${PAR_DIGEST[$i]}" &
   done
   wait_jobs; t1=$(now)
-  R[$1.parallel]=$(mibps "$((PAR * PAR_MIB))" "$t0" "$t1")
+  S[$1.parallel]+=" $(mibps "$((PAR * PAR_MIB))" "$t0" "$t1")"
+}
 
-  # A small image, then its manifest under load.
+prepare_pulls() { # host
+  local i
+  for i in $(seq 1 "$PAR"); do push_monolithic "$1" "$work/par$i" "${PAR_DIGEST[$i]}" bench/par; done
   printf '{}' >"$work/cfg"
-  push_monolithic "$host" "$work/cfg" "sha256:$(sha256sum "$work/cfg" | cut -d' ' -f1)" bench/mono
+  push_monolithic "$1" "$work/cfg" "sha256:$(sha256sum "$work/cfg" | cut -d' ' -f1)" bench/mono1
   local manifest
   manifest=$(printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%d}]}' \
     "$(sha256sum "$work/cfg" | cut -d' ' -f1)" "$BIG_DIGEST" $((BLOB_MIB << 20)))
   curl -sf -o /dev/null -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
-    --data-binary "$manifest" "http://$host/v2/bench/mono/manifests/latest"
+    --data-binary "$manifest" "http://$1/v2/bench/mono1/manifests/latest"
+}
+
+measure_manifests() { # name host pid
   wrk -t2 -c32 -d"${WRK_SECONDS}s" --latency -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-    "http://$host/v2/bench/mono/manifests/latest" >"$work/wrk-$1.txt"
+    "http://$2/v2/bench/mono1/manifests/latest" >"$work/wrk-$1.txt"
   R[$1.rps]=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$work/wrk-$1.txt")
   R[$1.p99]=$(awk '$1=="99%" {print $2}' "$work/wrk-$1.txt")
   R[$1.rss]=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$3/status")
 }
+
 wait_jobs() { for j in $(jobs -p); do case " ${pids[*]} " in *" $j "*) ;; *) wait "$j";; esac; done; }
 
-declare -A R
+declare -A R S
+declare -a PAR_DIGEST
+for i in $(seq 1 "$PAR"); do PAR_DIGEST[$i]="sha256:$(sha256sum "$work/par$i" | cut -d' ' -f1)"; done
 start_quayside; start_peer
-bench_one quayside "$Q" "$Q_PID"
-bench_one peer "$P" "$P_PID"
+for round in $(seq 1 "$ROUNDS"); do
+  measure_push quayside "$Q" "$round"; measure_push peer "$P" "$round"
+done
+prepare_pulls "$Q"; prepare_pulls "$P"
+for round in $(seq 1 "$ROUNDS"); do
+  measure_pull quayside "$Q"; measure_pull peer "$P"
+done
+measure_manifests quayside "$Q" "$Q_PID"
+measure_manifests peer "$P" "$P_PID"
+for k in "${!S[@]}"; do R[$k]=$(median ${S[$k]}); done
 
 ratio() { python3 -c "a,b=float('$1'),float('$2'); print(f'{a/b:.2f}x' if b else 'n/a')"; }
-printf '\n%-34s %12s %14s %8s\n' "metric ($(nproc) cores)" quayside distribution ratio
+printf '\n%-34s %12s %14s %8s\n' "metric (median of $ROUNDS, $(nproc) cores)" quayside distribution ratio
 row() { printf '%-34s %12s %14s %8s\n' "$1" "${R[quayside.$2]}" "${R[peer.$2]}" "$3"; }
 row "push monolithic ${BLOB_MIB} MiB (MiB/s)" push "$(ratio "${R[quayside.push]}" "${R[peer.push]}")"
 row "push chunked ${CHUNK_MIB} MiB PATCHes (MiB/s)" chunked "$(ratio "${R[quayside.chunked]}" "${R[peer.chunked]}")"

@@ -25,7 +25,12 @@ pub async fn observe(State(app): State<App>, req: Request, next: Next) -> Respon
     let path = req.uri().path().to_owned();
     let received = Arc::new(AtomicU64::new(0));
     let req = req.map(|b| Body::new(Counted::new(b, received.clone())));
-    let response = next.run(req).await;
+    let mut response = next.run(req).await;
+    // As distribution sends it: browsers must not guess a type for blob content.
+    response.headers_mut().insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
     let done = Done {
         app,
         route: response

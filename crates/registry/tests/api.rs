@@ -84,6 +84,7 @@ async fn base_endpoint() {
         resp.headers()["docker-distribution-api-version"],
         "registry/2.0"
     );
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
     assert_eq!(resp.text().await.unwrap(), "{}");
     for path in ["/healthz", "/readyz"] {
         assert_eq!(
