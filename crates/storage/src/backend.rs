@@ -19,6 +19,9 @@ pub enum BackendError {
     OffsetMismatch { current: u64 },
     #[error("object is larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    /// The backend cannot do this (e.g. read back an object store's unfinished multipart upload).
+    #[error("{0}")]
+    Unsupported(&'static str),
     #[error("storage I/O: {0}")]
     Io(#[from] io::Error),
 }
@@ -27,8 +30,17 @@ pub enum BackendError {
 #[async_trait]
 pub trait Appender: Send {
     async fn write(&mut self, chunk: Bytes) -> Result<(), BackendError>;
-    /// Flushes and returns the object's new length.
-    async fn finish(self: Box<Self>) -> Result<u64, BackendError>;
+    /// Makes the appended bytes durable and publishes the object's new length together with `meta`
+    /// (the store's hash state), so that a reader sees both or neither. Returns the new length.
+    async fn finish(self: Box<Self>, meta: Bytes) -> Result<u64, BackendError>;
+}
+
+/// What an append-only object holds so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub len: u64,
+    /// The `meta` published with `len`, if the last append's publication completed.
+    pub meta: Option<Bytes>,
 }
 
 /// Keys are `/`-separated relative paths built by [`crate::layout`]. Deleting what does not exist
@@ -49,10 +61,18 @@ pub trait Backend: Send + Sync + 'static {
     /// Names of the entries directly under `prefix/` ("directories" and objects), unsorted; empty
     /// when there is nothing there.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, BackendError>;
-    /// Opens an append-only object for writing at `offset`, which must be its current length
-    /// (0 creates it).
+    /// Opens an append-only object (an upload's data) for writing at `offset`, which must be its
+    /// current length (0 creates it).
     async fn append(&self, key: &str, offset: u64) -> Result<Box<dyn Appender>, BackendError>;
+    /// Length and metadata of an append-only object.
+    async fn appended(&self, key: &str) -> Result<Appended, BackendError>;
+    /// Reads back appended bytes. Object stores answer `Unsupported`: an unfinished multipart
+    /// upload cannot be read.
+    async fn read_appended(&self, key: &str, range: Range<u64>)
+    -> Result<ByteStream, BackendError>;
     /// Moves a finished append-only object to `dest` in one atomic step; `dest` appears whole or
     /// not at all. An existing `dest` is replaced (content-addressed keys hold identical bytes).
     async fn commit(&self, src: &str, dest: &str) -> Result<(), BackendError>;
+    /// Discards an append-only object and everything kept for it.
+    async fn abort(&self, key: &str) -> Result<(), BackendError>;
 }

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::fs;
 use std::io::{Read, Seek, Write};
+use tokio::fs;
 
-use crate::backend::{Appender, Backend, BackendError, ByteStream};
+use crate::backend::{Appended, Appender, Backend, BackendError, ByteStream};
 use crate::layout;
 
 const IO_BLOCK: usize = 1 << 20;
@@ -46,7 +46,6 @@ impl FsBackend {
     fn path(&self, key: &str) -> PathBuf {
         self.root.join(key)
     }
-
 }
 
 fn not_found(e: io::Error) -> BackendError {
@@ -201,13 +200,49 @@ impl Backend for FsBackend {
         if current != offset {
             return Err(BackendError::OffsetMismatch { current });
         }
-        Ok(Box::new(FsAppender::start(file.into_std().await, current, self.sync)))
+        Ok(Box::new(FsAppender::start(
+            file.into_std().await,
+            current,
+            self.sync,
+            meta_path(&path),
+        )))
+    }
+
+    async fn appended(&self, key: &str) -> Result<Appended, BackendError> {
+        let path = self.path(key);
+        Ok(blocking(move || {
+            let len = std::fs::metadata(&path)?.len();
+            // The sidecar names the length it was written for; after a crash between the data
+            // and the sidecar it names an older length and is ignored.
+            let meta = std::fs::read(meta_path(&path))
+                .ok()
+                .and_then(|m| decode_meta(&m, len));
+            Ok(Appended { len, meta })
+        })
+        .await
+        .map_err(not_found)?)
+    }
+
+    async fn read_appended(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<ByteStream, BackendError> {
+        self.get(key, Some(range)).await
+    }
+
+    async fn abort(&self, key: &str) -> Result<(), BackendError> {
+        let path = self.path(key);
+        ok_if_missing(std::fs::remove_file(meta_path(&path)))?;
+        ok_if_missing(fs::remove_file(path).await)
     }
 
     async fn commit(&self, src: &str, dest: &str) -> Result<(), BackendError> {
         let dest = self.path(dest);
         create_parent(&dest).await?;
-        fs::rename(self.path(src), dest).await.map_err(not_found)
+        let src = self.path(src);
+        fs::rename(&src, dest).await.map_err(not_found)?;
+        ok_if_missing(fs::remove_file(meta_path(&src)).await)
     }
 }
 
@@ -216,10 +251,12 @@ impl Backend for FsBackend {
 struct FsAppender {
     tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
     writer: tokio::task::JoinHandle<io::Result<u64>>,
+    meta_path: PathBuf,
+    sync: bool,
 }
 
 impl FsAppender {
-    fn start(file: std::fs::File, len: u64, sync: bool) -> FsAppender {
+    fn start(file: std::fs::File, len: u64, sync: bool, meta_path: PathBuf) -> FsAppender {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_BEHIND);
         let writer = tokio::task::spawn_blocking(move || {
             let mut out = std::io::BufWriter::with_capacity(IO_BLOCK, file);
@@ -237,6 +274,8 @@ impl FsAppender {
         FsAppender {
             tx: Some(tx),
             writer,
+            meta_path,
+            sync,
         }
     }
 
@@ -264,9 +303,31 @@ impl Appender for FsAppender {
         }
     }
 
-    async fn finish(mut self: Box<Self>) -> Result<u64, BackendError> {
-        self.join().await
+    async fn finish(mut self: Box<Self>, meta: Bytes) -> Result<u64, BackendError> {
+        let len = self.join().await?;
+        let (path, sync) = (self.meta_path.clone(), self.sync);
+        let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+        blocking(move || write_then_rename(&tmp, &path, &encode_meta(len, &meta), sync)).await?;
+        Ok(len)
     }
+}
+
+/// The sidecar holding an append-only object's metadata: `<data>.quayside-meta`.
+fn meta_path(data: &Path) -> PathBuf {
+    let mut name = data.as_os_str().to_owned();
+    name.push(".quayside-meta");
+    PathBuf::from(name)
+}
+
+fn encode_meta(len: u64, meta: &[u8]) -> Vec<u8> {
+    let mut out = len.to_le_bytes().to_vec();
+    out.extend_from_slice(meta);
+    out
+}
+
+fn decode_meta(bytes: &[u8], len: u64) -> Option<Bytes> {
+    let (prefix, meta) = bytes.split_at_checked(8)?;
+    (u64::from_le_bytes(prefix.try_into().ok()?) == len).then(|| Bytes::copy_from_slice(meta))
 }
 
 /// Writes `data` to `tmp` and renames it over `dest`: readers see the old file or the new one.

@@ -9,7 +9,7 @@
 //! │   ├── _manifests/tags/<tag>/current/link               what the tag points at
 //! │   ├── _manifests/tags/<tag>/index/<alg>/<hex>/link     every digest the tag has pointed at
 //! │   ├── _uploads/<id>/{data,startedat}                   an unfinished upload
-//! │   ├── _uploads/<id>/quayside-hashstates/<alg>/<offset> hash state after <offset> bytes
+//! │   ├── _uploads/<id>/data.quayside-meta                 length + hash state (filesystem)
 //! │   └── _quayside/referrers/<alg>/<hex>/<alg>/<hex>/link referrer (second) of subject (first)
 //! └── _quayside/tmp/<id>                                   staging for atomic writes
 //! ```
@@ -22,7 +22,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use oci::{Algorithm, Digest, RepoName, Tag};
+use oci::{Digest, RepoName, Tag};
 
 const ROOT: &str = "docker/registry/v2";
 
@@ -130,14 +130,6 @@ pub fn upload_data(name: &RepoName, id: UploadId) -> String {
 
 pub fn upload_started_at(name: &RepoName, id: UploadId) -> String {
     format!("{}/startedat", upload_dir(name, id))
-}
-
-pub fn upload_hash_state(name: &RepoName, id: UploadId, alg: Algorithm, offset: u64) -> String {
-    format!(
-        "{}/quayside-hashstates/{}/{offset}",
-        upload_dir(name, id),
-        alg.as_str()
-    )
 }
 
 pub fn referrers_dir(name: &RepoName, subject: &Digest) -> String {

@@ -21,7 +21,7 @@ mod manifests;
 mod store;
 mod uploads;
 
-pub use backend::{Backend, BackendError, ByteStream};
+pub use backend::{Appended, Appender, Backend, BackendError, ByteStream};
 pub use fs::FsBackend;
 pub use layout::UploadId;
 pub use listing::Page;

@@ -90,11 +90,8 @@ pub(crate) fn or_unknown<T>(
 
 impl Store {
     pub fn new(backend: Arc<dyn Backend>, max_manifest: u64) -> Store {
-        let manifests = quick_cache::sync::Cache::with_weighter(
-            4096,
-            MANIFEST_CACHE_BYTES,
-            ManifestWeight,
-        );
+        let manifests =
+            quick_cache::sync::Cache::with_weighter(4096, MANIFEST_CACHE_BYTES, ManifestWeight);
         Store {
             backend,
             max_manifest,

@@ -1,20 +1,21 @@
 //! Upload sessions, kept entirely in the backend so that any process can continue one.
 //!
-//! Each append hashes the bytes as they stream through and stores the hash state for the new
-//! offset; finishing an upload compares the digest without re-reading the data (unless the state is
-//! missing, e.g. after a crash between append and state write, or the client asks for another
-//! algorithm), then commits it under its digest in one atomic step.
+//! Each append hashes the bytes as they stream through; the backend publishes the hash state
+//! together with the new length, so finishing an upload compares the digest without re-reading
+//! the data. Only when the state is unusable (the client finishes with another algorithm than the
+//! one hashed while streaming) is the data read back, where the backend can (the filesystem).
+//! The blob is then committed under its digest in one atomic step.
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use oci::{Algorithm, Digest, Hasher, RepoName};
 
-use crate::backend::{BackendError, ByteStream};
+use crate::backend::{Appended, BackendError, ByteStream};
 use crate::layout::{self, UploadId};
 use crate::store::{Store, StoreError, or_unknown};
 
 /// The algorithm hashed while chunks arrive, before the client has named the digest.
 const STREAMING_ALGORITHM: Algorithm = Algorithm::Sha256;
-const HASH_STATE_LIMIT: u64 = 4096;
 
 impl Store {
     pub async fn upload_start(&self, name: &RepoName) -> Result<UploadId, StoreError> {
@@ -26,19 +27,22 @@ impl Store {
         self.backend
             .append(&layout::upload_data(name, id), 0)
             .await?
-            .finish()
+            .finish(encode_state(&Hasher::new(STREAMING_ALGORITHM)))
             .await?;
         Ok(id)
     }
 
     /// How many bytes the upload holds.
     pub async fn upload_offset(&self, name: &RepoName, id: UploadId) -> Result<u64, StoreError> {
+        Ok(self.appended(name, id).await?.len)
+    }
+
+    async fn appended(&self, name: &RepoName, id: UploadId) -> Result<Appended, StoreError> {
         or_unknown(
-            self.backend.size(&layout::upload_data(name, id)).await,
+            self.backend.appended(&layout::upload_data(name, id)).await,
             StoreError::UploadUnknown,
         )
     }
-
     /// Appends a chunk. `start` (from `Content-Range`) must equal the current offset, and `len`
     /// (from `Content-Length`), when given, the number of bytes the body holds. Returns the new
     /// offset.
@@ -50,12 +54,13 @@ impl Store {
         len: Option<u64>,
         body: ByteStream,
     ) -> Result<u64, StoreError> {
-        let current = self.upload_offset(name, id).await?;
+        let appended = self.appended(name, id).await?;
+        let current = appended.len;
         if start.is_some_and(|s| s != current) {
             return Err(StoreError::UploadOffset { current });
         }
         let end = self
-            .append_hashed(name, id, current, STREAMING_ALGORITHM, body)
+            .append_hashed(name, id, appended, STREAMING_ALGORITHM, body)
             .await?;
         match len {
             Some(expected) if end - current != expected => Err(StoreError::SizeMismatch {
@@ -75,14 +80,15 @@ impl Store {
         digest: &Digest,
         body: Option<ByteStream>,
     ) -> Result<u64, StoreError> {
-        let mut offset = self.upload_offset(name, id).await?;
+        let mut appended = self.appended(name, id).await?;
         if let Some(body) = body {
-            offset = self
-                .append_hashed(name, id, offset, digest.algorithm(), body)
+            self.append_hashed(name, id, appended, digest.algorithm(), body)
                 .await?;
+            appended = self.appended(name, id).await?;
         }
+        let offset = appended.len;
         let actual = self
-            .hasher_at(name, id, digest.algorithm(), offset)
+            .hasher_at(name, id, digest.algorithm(), &appended)
             .await?
             .finish();
         if actual != *digest {
@@ -107,6 +113,7 @@ impl Store {
 
     pub async fn upload_cancel(&self, name: &RepoName, id: UploadId) -> Result<(), StoreError> {
         self.upload_offset(name, id).await?;
+        self.backend.abort(&layout::upload_data(name, id)).await?;
         Ok(self
             .backend
             .delete_prefix(&layout::upload_dir(name, id))
@@ -117,14 +124,14 @@ impl Store {
         &self,
         name: &RepoName,
         id: UploadId,
-        offset: u64,
+        appended: Appended,
         alg: Algorithm,
         mut body: ByteStream,
     ) -> Result<u64, StoreError> {
-        let mut hasher = self.hasher_at(name, id, alg, offset).await?;
+        let mut hasher = self.hasher_at(name, id, alg, &appended).await?;
         let mut out = match self
             .backend
-            .append(&layout::upload_data(name, id), offset)
+            .append(&layout::upload_data(name, id), appended.len)
             .await
         {
             Err(BackendError::OffsetMismatch { current }) => {
@@ -137,46 +144,55 @@ impl Store {
             hasher.update(&chunk);
             out.write(chunk).await?;
         }
-        let end = out.finish().await?;
-        if end != offset {
-            let state = layout::upload_hash_state(name, id, alg, end);
-            self.backend.put(&state, hasher.save().into()).await?;
-            let old = layout::upload_hash_state(name, id, alg, offset);
-            self.backend.delete(&old).await?;
-        }
-        Ok(end)
+        Ok(out.finish(encode_state(&hasher)).await?)
     }
 
-    /// The hash of the first `offset` bytes: from the stored state, or by reading them.
+    /// The hash of the upload's bytes so far: from the published state, or by reading them.
     async fn hasher_at(
         &self,
         name: &RepoName,
         id: UploadId,
         alg: Algorithm,
-        offset: u64,
+        appended: &Appended,
     ) -> Result<Hasher, StoreError> {
-        if offset == 0 {
+        if appended.len == 0 {
             return Ok(Hasher::new(alg));
         }
-        let state = layout::upload_hash_state(name, id, alg, offset);
-        match self.backend.read(&state, HASH_STATE_LIMIT).await {
-            Ok(bytes) => {
-                if let Some(h) = Hasher::restore(alg, &bytes) {
-                    return Ok(h);
-                }
-                tracing::warn!(key = %state, "unreadable hash state; re-reading the upload");
-            }
-            Err(BackendError::NotFound) => {}
-            Err(e) => return Err(e.into()),
+        if let Some(h) = appended.meta.as_deref().and_then(|m| decode_state(m, alg)) {
+            return Ok(h);
         }
         let mut hasher = Hasher::new(alg);
         let mut data = self
             .backend
-            .get(&layout::upload_data(name, id), Some(0..offset))
+            .read_appended(&layout::upload_data(name, id), 0..appended.len)
             .await?;
         while let Some(chunk) = data.next().await {
             hasher.update(&chunk.map_err(BackendError::Io)?);
         }
         Ok(hasher)
     }
+}
+
+/// Hash state as published with an upload's length: one byte naming the algorithm, then the state.
+fn encode_state(h: &Hasher) -> Bytes {
+    let tag = match h.algorithm() {
+        Algorithm::Sha256 => 1u8,
+        Algorithm::Sha512 => 2u8,
+    };
+    let mut out = vec![tag];
+    out.extend_from_slice(&h.save());
+    out.into()
+}
+
+fn decode_state(bytes: &[u8], alg: Algorithm) -> Option<Hasher> {
+    let (&tag, state) = bytes.split_first()?;
+    let stored = match tag {
+        1 => Algorithm::Sha256,
+        2 => Algorithm::Sha512,
+        _ => return None,
+    };
+    if stored != alg {
+        return None;
+    }
+    Hasher::restore(alg, state)
 }
