@@ -15,6 +15,22 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+if ! command -v moto_server >/dev/null; then
+  echo "installing: moto[server]"
+  python3 -m pip install -q 'moto[server]'
+fi
+
+# Emulators the tests use, on loopback ports picked now, stopped when this script exits.
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "$2 did not start" >&2; exit 1; }
+moto_port=$(free_port)
+moto_server -H 127.0.0.1 -p "$moto_port" >"${TMPDIR:-/tmp}/quayside-moto.log" 2>&1 &
+pids+=($!)
+wait_port "$moto_port" moto
+export QUAYSIDE_TEST_S3_ENDPOINT="http://127.0.0.1:$moto_port"
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -50,6 +50,9 @@ const EXIT_CONFIG: u8 = 64;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // One TLS provider for every HTTPS client in the process (object storage, cloud APIs): ring,
+    // so aws-lc's C build is never needed. Failure means one was installed already: fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

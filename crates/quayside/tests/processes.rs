@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -23,7 +25,7 @@ async fn chunked_upload_continues_on_another_process() {
     let data_dir = tempfile::tempdir().unwrap();
     let a = Quayside::registry(BIN, data_dir.path(), &[]);
     let b = Quayside::registry(BIN, data_dir.path(), &[]);
-    let c = Client::new();
+    let c = testkit::http_client();
     let data = random_bytes(3 << 20, 42);
     let digest = sha256(&data);
 
@@ -82,7 +84,7 @@ async fn concurrent_pushes_of_one_blob_end_with_one_correct_blob() {
     let pushes = (0..8).map(|i| {
         let (url, data, digest) = (q.url(""), data.clone(), digest.clone());
         tokio::spawn(async move {
-            let c = Client::new();
+            let c = testkit::http_client();
             let repo = format!("r{}", i % 3);
             if i % 2 == 0 {
                 c.post(format!("{url}/v2/{repo}/blobs/uploads/?digest={digest}"))
@@ -117,7 +119,7 @@ async fn concurrent_pushes_of_one_blob_end_with_one_correct_blob() {
         assert_eq!(status.unwrap(), StatusCode::CREATED);
     }
     for repo in ["r0", "r1", "r2"] {
-        let got = Client::new()
+        let got = testkit::http_client()
             .get(q.url(&format!("/v2/{repo}/blobs/{digest}")))
             .send()
             .await
@@ -152,7 +154,11 @@ fn visible_blobs(root: &Path) -> Vec<String> {
 
 /// Pushes blobs until the registry goes away; returns the (repository, seed, size) of every push
 /// the registry acknowledged with 201.
-async fn push_until_killed(url: String, worker: u64) -> Vec<(String, u64, usize)> {
+async fn push_until_killed(
+    url: String,
+    worker: u64,
+    acks: Arc<AtomicUsize>,
+) -> Vec<(String, u64, usize)> {
     let c = Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -174,7 +180,10 @@ async fn push_until_killed(url: String, worker: u64) -> Vec<(String, u64, usize)
             chunked(&c, &url, &repo, &data, &digest).await
         };
         match status {
-            Ok(StatusCode::CREATED) => acked.push((repo, seed, size)),
+            Ok(StatusCode::CREATED) => {
+                acked.push((repo, seed, size));
+                acks.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(other) => panic!("push answered {other}"),
             Err(_) => break, // killed
         }
@@ -222,19 +231,28 @@ async fn sigkill_during_pushes_loses_no_acknowledged_blob_and_shows_no_partial_o
     let mut acked = Vec::new();
     for round in 0..6u64 {
         let mut q = Quayside::registry(BIN, data_dir.path(), &[]);
+        let acks = Arc::new(AtomicUsize::new(0));
         let workers: Vec<_> = (0..6)
-            .map(|w| tokio::spawn(push_until_killed(q.url(""), round * 10 + w)))
+            .map(|w| tokio::spawn(push_until_killed(q.url(""), round * 10 + w, acks.clone())))
             .collect();
-        let delay = 50 + (seed.wrapping_mul(round + 1).wrapping_mul(2654435761) % 400);
+        // Kill at a random moment after some pushes have been acknowledged, however loaded the
+        // machine is, so every round checks acknowledged data.
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while acks.load(Ordering::Relaxed) < 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("no push acknowledged within 60 s");
+        let delay = seed.wrapping_mul(round + 1).wrapping_mul(2654435761) % 300;
         tokio::time::sleep(Duration::from_millis(delay)).await;
         q.kill();
         for w in workers {
             acked.extend(w.await.unwrap());
         }
     }
-    assert!(!acked.is_empty(), "no push completed before the kills");
     let q = Quayside::registry(BIN, data_dir.path(), &[]);
-    let c = Client::new();
+    let c = testkit::http_client();
     for (repo, seed, size) in &acked {
         let data = random_bytes(*size, *seed);
         let digest = sha256(&data);
@@ -274,7 +292,7 @@ async fn memory_stays_flat_while_two_gib_stream_through() {
         let chunk = chunk.clone();
         move |_| Ok::<_, std::io::Error>(chunk.clone())
     }));
-    let c = Client::new();
+    let c = testkit::http_client();
     let resp = c
         .post(q.url(&format!("/v2/big/blobs/uploads/?digest={digest}")))
         .body(reqwest::Body::wrap_stream(body))

@@ -78,7 +78,6 @@ impl From<StoreError> for ApiError {
             StoreError::Backend(BackendError::NotFound) => ErrorCode::Unknown,
             StoreError::Backend(BackendError::OffsetMismatch { .. }) => ErrorCode::RangeInvalid,
             StoreError::Backend(BackendError::TooLarge { .. }) => ErrorCode::Unknown,
-            StoreError::Backend(BackendError::Unsupported(_)) => ErrorCode::Unsupported,
             StoreError::Backend(BackendError::Io(_)) => ErrorCode::Unavailable,
         };
         ApiError::new(code, message)

@@ -1,17 +1,18 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 //! The registry's HTTP API over a real loopback listener: every endpoint of the distribution spec
-//! and its error cases.
+//! and its error cases, run once per storage backend (the filesystem, and S3 on the moto server
+//! that the test command starts).
 
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
 use testkit::image::{Blob, Image, OCI_INDEX, OCI_MANIFEST};
-use testkit::{Server, random_bytes, sha256};
+use testkit::{Kind, Server, random_bytes, sha256};
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 fn client() -> Client {
-    Client::new()
+    testkit::http_client()
 }
 
 /// The OCI error code of an error response, after checking its shape.
@@ -75,9 +76,8 @@ async fn start_upload(s: &Server, name: &str) -> String {
     resp.headers()["location"].to_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn base_endpoint() {
-    let s = Server::start().await;
+async fn base_endpoint(kind: Kind) {
+    let s = Server::start(kind).await;
     let resp = client().get(s.url("/v2/")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
@@ -94,9 +94,8 @@ async fn base_endpoint() {
     }
 }
 
-#[tokio::test]
-async fn monolithic_push_and_pull() {
-    let s = Server::start().await;
+async fn monolithic_push_and_pull(kind: Kind) {
+    let s = Server::start(kind).await;
     let data = random_bytes(100_000, 1);
     let digest = push_blob(&s, "a/b/c", &data).await;
     let resp = client()
@@ -124,9 +123,8 @@ async fn monolithic_push_and_pull() {
     expect_error(other, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
 }
 
-#[tokio::test]
-async fn wrong_digest_is_refused_and_leaves_nothing() {
-    let s = Server::start().await;
+async fn wrong_digest_is_refused_and_leaves_nothing(kind: Kind) {
+    let s = Server::start(kind).await;
     let wrong = sha256(b"something else");
     let resp = client()
         .post(s.url(&format!("/v2/r/blobs/uploads/?digest={wrong}")))
@@ -141,13 +139,12 @@ async fn wrong_digest_is_refused_and_leaves_nothing() {
         .await
         .unwrap();
     assert_eq!(get.status(), StatusCode::NOT_FOUND);
-    let blobs = s.dir.path().join("docker/registry/v2/blobs");
-    assert!(!blobs.exists() || std::fs::read_dir(&blobs).unwrap().next().is_none());
+    let blobs = s.backend.list("docker/registry/v2/blobs").await.unwrap();
+    assert!(blobs.is_empty(), "left behind: {blobs:?}");
 }
 
-#[tokio::test]
-async fn post_then_put() {
-    let s = Server::start().await;
+async fn post_then_put(kind: Kind) {
+    let s = Server::start(kind).await;
     let location = start_upload(&s, "r").await;
     let data = random_bytes(5000, 2);
     let digest = sha256(&data);
@@ -170,9 +167,8 @@ async fn post_then_put() {
     assert_eq!(got.bytes().await.unwrap(), data);
 }
 
-#[tokio::test]
-async fn chunked_upload_with_ranges_status_and_out_of_order_chunk() {
-    let s = Server::start().await;
+async fn chunked_upload_with_ranges_status_and_out_of_order_chunk(kind: Kind) {
+    let s = Server::start(kind).await;
     let location = start_upload(&s, "r").await;
     let data = random_bytes(30_000, 3);
     let patch = |range: &str, body: Vec<u8>| {
@@ -227,9 +223,8 @@ async fn chunked_upload_with_ranges_status_and_out_of_order_chunk() {
     expect_error(gone, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
 }
 
-#[tokio::test]
-async fn streamed_patch_without_content_range() {
-    let s = Server::start().await;
+async fn streamed_patch_without_content_range(kind: Kind) {
+    let s = Server::start(kind).await;
     let location = start_upload(&s, "r").await;
     let data = random_bytes(3 << 20, 4);
     for part in data.chunks(1 << 20) {
@@ -255,9 +250,8 @@ async fn streamed_patch_without_content_range() {
     assert_eq!(resp.status(), StatusCode::CREATED);
 }
 
-#[tokio::test]
-async fn cancel_upload() {
-    let s = Server::start().await;
+async fn cancel_upload(kind: Kind) {
+    let s = Server::start(kind).await;
     let location = start_upload(&s, "r").await;
     let resp = client().delete(s.url(&location)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
@@ -273,9 +267,8 @@ async fn cancel_upload() {
     expect_error(bogus, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
 }
 
-#[tokio::test]
-async fn cross_repository_mount() {
-    let s = Server::start().await;
+async fn cross_repository_mount(kind: Kind) {
+    let s = Server::start(kind).await;
     let digest = push_blob(&s, "src", b"shared layer").await;
     let resp = client()
         .post(s.url(&format!("/v2/dst/blobs/uploads/?mount={digest}&from=src")))
@@ -305,9 +298,8 @@ async fn cross_repository_mount() {
     }
 }
 
-#[tokio::test]
-async fn range_requests() {
-    let s = Server::start().await;
+async fn range_requests(kind: Kind) {
+    let s = Server::start(kind).await;
     let data = random_bytes(1000, 5);
     let digest = push_blob(&s, "r", &data).await;
     let url = s.url(&format!("/v2/r/blobs/{digest}"));
@@ -339,9 +331,8 @@ async fn range_requests() {
     }
 }
 
-#[tokio::test]
-async fn sha512_blobs() {
-    let s = Server::start().await;
+async fn sha512_blobs(kind: Kind) {
+    let s = Server::start(kind).await;
     let data = random_bytes(70_000, 6);
     let digest = oci::Digest::of(oci::Algorithm::Sha512, &data).to_string();
     // Monolithic.
@@ -376,9 +367,8 @@ async fn sha512_blobs() {
     assert_eq!(got.bytes().await.unwrap(), data);
 }
 
-#[tokio::test]
-async fn oci_manifest_by_tag_and_digest() {
-    let s = Server::start().await;
+async fn oci_manifest_by_tag_and_digest(kind: Kind) {
+    let s = Server::start(kind).await;
     let img = Image::new(7, &[1000, 2000], "amd64");
     push_image(&s, "app", &img, "v1").await;
     for reference in ["v1", img.manifest.digest.as_str()] {
@@ -417,9 +407,8 @@ async fn oci_manifest_by_tag_and_digest() {
     expect_error(resp, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
 }
 
-#[tokio::test]
-async fn manifest_put_responses() {
-    let s = Server::start().await;
+async fn manifest_put_responses(kind: Kind) {
+    let s = Server::start(kind).await;
     let img = Image::new(8, &[100], "amd64");
     for b in img.blobs() {
         push_blob(&s, "app", &b.data).await;
@@ -456,9 +445,8 @@ async fn manifest_put_responses() {
     expect_error(resp, StatusCode::BAD_REQUEST, "TAG_INVALID").await;
 }
 
-#[tokio::test]
-async fn manifest_with_missing_blob_is_refused() {
-    let s = Server::start().await;
+async fn manifest_with_missing_blob_is_refused(kind: Kind) {
+    let s = Server::start(kind).await;
     let img = Image::new(9, &[100, 200], "amd64");
     push_blob(&s, "app", &img.config.data).await;
     push_blob(&s, "app", &img.layers[0].data).await;
@@ -472,9 +460,8 @@ async fn manifest_with_missing_blob_is_refused() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn manifest_size_limit() {
-    let s = Server::start_with(1024).await;
+async fn manifest_size_limit(kind: Kind) {
+    let s = Server::start_with(kind, 1024).await;
     let big = format!(
         r#"{{"schemaVersion":2,"manifests":[],"annotations":{{"x":"{}"}}}}"#,
         "a".repeat(2000)
@@ -483,9 +470,8 @@ async fn manifest_size_limit() {
     expect_error(resp, StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID").await;
 }
 
-#[tokio::test]
-async fn docker_manifest_and_list_and_oci_index() {
-    let s = Server::start().await;
+async fn docker_manifest_and_list_and_oci_index(kind: Kind) {
+    let s = Server::start(kind).await;
     let amd = Image::new(10, &[100], "amd64");
     let arm = Image::new(11, &[100], "arm64");
     push_image(&s, "multi", &amd, "amd").await;
@@ -557,9 +543,8 @@ fn artifact(subject: &Image, artifact_type: &str, seed: u8) -> Blob {
     Blob::new(serde_json::to_vec(&m).unwrap())
 }
 
-#[tokio::test]
-async fn referrers() {
-    let s = Server::start().await;
+async fn referrers(kind: Kind) {
+    let s = Server::start(kind).await;
     let img = Image::new(13, &[100], "amd64");
     push_image(&s, "app", &img, "v1").await;
     push_blob(&s, "app", b"{}").await;
@@ -642,9 +627,8 @@ async fn referrers() {
     expect_error(bad, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
 }
 
-#[tokio::test]
-async fn tag_list_and_catalog_pagination() {
-    let s = Server::start().await;
+async fn tag_list_and_catalog_pagination(kind: Kind) {
+    let s = Server::start(kind).await;
     let img = Image::new(14, &[10], "amd64");
     for tag in ["b", "a", "d", "c", "e"] {
         push_image(&s, "app", &img, tag).await;
@@ -723,9 +707,8 @@ async fn tag_list_and_catalog_pagination() {
     expect_error(resp, StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID").await;
 }
 
-#[tokio::test]
-async fn deletes() {
-    let s = Server::start().await;
+async fn deletes(kind: Kind) {
+    let s = Server::start(kind).await;
     let img = Image::new(15, &[10], "amd64");
     push_image(&s, "app", &img, "v1").await;
     push_image(&s, "app", &img, "v2").await;
@@ -783,9 +766,8 @@ async fn deletes() {
     expect_error(resp, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
 }
 
-#[tokio::test]
-async fn client_mistakes_are_4xx_with_oci_codes() {
-    let s = Server::start().await;
+async fn client_mistakes_are_4xx_with_oci_codes(kind: Kind) {
+    let s = Server::start(kind).await;
     let d = sha256(b"x");
     let cases: Vec<(Method, String, StatusCode, &str)> = vec![
         (
@@ -911,9 +893,8 @@ async fn client_mistakes_are_4xx_with_oci_codes() {
     expect_error(resp, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
 }
 
-#[tokio::test]
-async fn metrics_count_requests_and_bytes() {
-    let s = Server::start().await;
+async fn metrics_count_requests_and_bytes(kind: Kind) {
+    let s = Server::start(kind).await;
     push_blob(&s, "r", &random_bytes(12_345, 16)).await;
     client()
         .get(s.url("/v2/r/blobs/sha256:zz"))
@@ -940,3 +921,44 @@ async fn metrics_count_requests_and_bytes() {
     assert!(text.contains(r#"quayside_http_received_bytes_total{route="upload"} 12345"#));
     assert!(text.contains("quayside_http_request_duration_seconds_bucket"));
 }
+
+/// Instantiates every test above once per backend.
+macro_rules! suite {
+    ($($test:ident),* $(,)?) => {
+        mod fs {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(testkit::Kind::Fs).await
+            })*
+        }
+        mod s3 {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(testkit::Kind::S3).await
+            })*
+        }
+    };
+}
+
+suite!(
+    base_endpoint,
+    monolithic_push_and_pull,
+    wrong_digest_is_refused_and_leaves_nothing,
+    post_then_put,
+    chunked_upload_with_ranges_status_and_out_of_order_chunk,
+    streamed_patch_without_content_range,
+    cancel_upload,
+    cross_repository_mount,
+    range_requests,
+    sha512_blobs,
+    oci_manifest_by_tag_and_digest,
+    manifest_put_responses,
+    manifest_with_missing_blob_is_refused,
+    manifest_size_limit,
+    docker_manifest_and_list_and_oci_index,
+    referrers,
+    tag_list_and_catalog_pagination,
+    deletes,
+    client_mistakes_are_4xx_with_oci_codes,
+    metrics_count_requests_and_bytes,
+);

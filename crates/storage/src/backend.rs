@@ -19,9 +19,6 @@ pub enum BackendError {
     OffsetMismatch { current: u64 },
     #[error("object is larger than {limit} bytes")]
     TooLarge { limit: u64 },
-    /// The backend cannot do this (e.g. read back an object store's unfinished multipart upload).
-    #[error("{0}")]
-    Unsupported(&'static str),
     #[error("storage I/O: {0}")]
     Io(#[from] io::Error),
 }
@@ -66,13 +63,12 @@ pub trait Backend: Send + Sync + 'static {
     async fn append(&self, key: &str, offset: u64) -> Result<Box<dyn Appender>, BackendError>;
     /// Length and metadata of an append-only object.
     async fn appended(&self, key: &str) -> Result<Appended, BackendError>;
-    /// Reads back appended bytes. Object stores answer `Unsupported`: an unfinished multipart
-    /// upload cannot be read.
-    async fn read_appended(&self, key: &str, range: Range<u64>)
-    -> Result<ByteStream, BackendError>;
     /// Moves a finished append-only object to `dest` in one atomic step; `dest` appears whole or
     /// not at all. An existing `dest` is replaced (content-addressed keys hold identical bytes).
     async fn commit(&self, src: &str, dest: &str) -> Result<(), BackendError>;
+    /// Moves a plain object to `dest` (the filesystem renames; object stores copy server-side,
+    /// then delete). `dest` appears whole or not at all.
+    async fn rename(&self, src: &str, dest: &str) -> Result<(), BackendError>;
     /// Discards an append-only object and everything kept for it.
     async fn abort(&self, key: &str) -> Result<(), BackendError>;
 }

@@ -223,12 +223,10 @@ impl Backend for FsBackend {
         .map_err(not_found)?)
     }
 
-    async fn read_appended(
-        &self,
-        key: &str,
-        range: Range<u64>,
-    ) -> Result<ByteStream, BackendError> {
-        self.get(key, Some(range)).await
+    async fn rename(&self, src: &str, dest: &str) -> Result<(), BackendError> {
+        let dest = self.path(dest);
+        create_parent(&dest).await?;
+        fs::rename(self.path(src), dest).await.map_err(not_found)
     }
 
     async fn abort(&self, key: &str) -> Result<(), BackendError> {

@@ -128,6 +128,11 @@ pub fn upload_data(name: &RepoName, id: UploadId) -> String {
     format!("{}/data", upload_dir(name, id))
 }
 
+/// An upload assembled but not yet verified (when no hash state could be carried through it).
+pub fn upload_assembled(name: &RepoName, id: UploadId) -> String {
+    format!("{}/assembled", upload_dir(name, id))
+}
+
 pub fn upload_started_at(name: &RepoName, id: UploadId) -> String {
     format!("{}/startedat", upload_dir(name, id))
 }

@@ -18,6 +18,7 @@ pub mod fs;
 pub mod layout;
 mod listing;
 mod manifests;
+pub mod object;
 mod store;
 mod uploads;
 
@@ -26,4 +27,5 @@ pub use fs::FsBackend;
 pub use layout::UploadId;
 pub use listing::Page;
 pub use manifests::{ManifestContent, PutManifest};
+pub use object::ObjectBackend;
 pub use store::{Store, StoreError};

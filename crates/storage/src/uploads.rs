@@ -2,9 +2,10 @@
 //!
 //! Each append hashes the bytes as they stream through; the backend publishes the hash state
 //! together with the new length, so finishing an upload compares the digest without re-reading
-//! the data. Only when the state is unusable (the client finishes with another algorithm than the
-//! one hashed while streaming) is the data read back, where the backend can (the filesystem).
-//! The blob is then committed under its digest in one atomic step.
+//! the data, and the blob is committed under its digest in one atomic step. When no usable state
+//! exists (the client finishes with another algorithm than the one hashed while streaming, or a
+//! crash lost the state), the upload is assembled under a staging name, hashed by reading it
+//! back, and only then renamed into place: unverified bytes are never visible under a digest.
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -87,21 +88,17 @@ impl Store {
             appended = self.appended(name, id).await?;
         }
         let offset = appended.len;
-        let actual = self
-            .hasher_at(name, id, digest.algorithm(), &appended)
-            .await?
-            .finish();
-        if actual != *digest {
-            self.upload_cancel(name, id).await?;
-            return Err(StoreError::DigestMismatch {
-                expected: digest.clone(),
-                actual,
-            });
-        }
-        let data = layout::upload_data(name, id);
-        let blob = layout::blob_data(digest);
-        if self.exists(&blob).await?.is_none() {
-            self.backend.commit(&data, &blob).await?;
+        match self.hasher_at(digest.algorithm(), &appended) {
+            Some(hasher) => {
+                self.verify(name, id, digest, hasher.finish()).await?;
+                let blob = layout::blob_data(digest);
+                if self.exists(&blob).await?.is_none() {
+                    self.backend
+                        .commit(&layout::upload_data(name, id), &blob)
+                        .await?;
+                }
+            }
+            None => self.verify_by_reading(name, id, digest).await?,
         }
         self.write_link(&layout::layer_link(name, digest), digest)
             .await?;
@@ -120,6 +117,48 @@ impl Store {
             .await?)
     }
 
+    async fn verify(
+        &self,
+        name: &RepoName,
+        id: UploadId,
+        expected: &Digest,
+        actual: Digest,
+    ) -> Result<(), StoreError> {
+        if actual == *expected {
+            return Ok(());
+        }
+        self.upload_cancel(name, id).await?;
+        Err(StoreError::DigestMismatch {
+            expected: expected.clone(),
+            actual,
+        })
+    }
+
+    /// Assembles the upload under a staging name, hashes it by reading it back, and renames it
+    /// to the blob's name if the digest matches.
+    async fn verify_by_reading(
+        &self,
+        name: &RepoName,
+        id: UploadId,
+        digest: &Digest,
+    ) -> Result<(), StoreError> {
+        let staged = layout::upload_assembled(name, id);
+        self.backend
+            .commit(&layout::upload_data(name, id), &staged)
+            .await?;
+        let mut hasher = Hasher::new(digest.algorithm());
+        let mut data = self.backend.get(&staged, None).await?;
+        while let Some(chunk) = data.next().await {
+            hasher.update(&chunk.map_err(BackendError::Io)?);
+        }
+        self.verify(name, id, digest, hasher.finish()).await?;
+        let blob = layout::blob_data(digest);
+        if self.exists(&blob).await?.is_none() {
+            self.backend.rename(&staged, &blob).await?;
+        }
+        Ok(())
+    }
+
     async fn append_hashed(
         &self,
         name: &RepoName,
@@ -128,7 +167,8 @@ impl Store {
         alg: Algorithm,
         mut body: ByteStream,
     ) -> Result<u64, StoreError> {
-        let mut hasher = self.hasher_at(name, id, alg, &appended).await?;
+        // Without the hash of what came before, keep appending and verify by reading at the end.
+        let mut hasher = self.hasher_at(alg, &appended);
         let mut out = match self
             .backend
             .append(&layout::upload_data(name, id), appended.len)
@@ -141,35 +181,21 @@ impl Store {
         };
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(StoreError::Body)?;
-            hasher.update(&chunk);
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+            }
             out.write(chunk).await?;
         }
-        Ok(out.finish(encode_state(&hasher)).await?)
+        let meta = hasher.as_ref().map(encode_state).unwrap_or_default();
+        Ok(out.finish(meta).await?)
     }
 
-    /// The hash of the upload's bytes so far: from the published state, or by reading them.
-    async fn hasher_at(
-        &self,
-        name: &RepoName,
-        id: UploadId,
-        alg: Algorithm,
-        appended: &Appended,
-    ) -> Result<Hasher, StoreError> {
+    /// The hash of the upload's bytes so far, from the state published with its length.
+    fn hasher_at(&self, alg: Algorithm, appended: &Appended) -> Option<Hasher> {
         if appended.len == 0 {
-            return Ok(Hasher::new(alg));
+            return Some(Hasher::new(alg));
         }
-        if let Some(h) = appended.meta.as_deref().and_then(|m| decode_state(m, alg)) {
-            return Ok(h);
-        }
-        let mut hasher = Hasher::new(alg);
-        let mut data = self
-            .backend
-            .read_appended(&layout::upload_data(name, id), 0..appended.len)
-            .await?;
-        while let Some(chunk) = data.next().await {
-            hasher.update(&chunk.map_err(BackendError::Io)?);
-        }
-        Ok(hasher)
+        appended.meta.as_deref().and_then(|m| decode_state(m, alg))
     }
 }
 

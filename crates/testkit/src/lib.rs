@@ -11,30 +11,112 @@ pub mod tools;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use storage::{FsBackend, Store};
+use storage::{Backend, FsBackend, ObjectBackend, Store};
 use tempfile::TempDir;
 
-/// A registry served in-process over real HTTP on 127.0.0.1, with its data in a temporary directory.
+/// Installs the process-wide rustls provider (ring) once; reqwest and object_store need it.
+pub fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// An HTTP client for tests (plain HTTP to loopback).
+pub fn http_client() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::new()
+}
+
+/// Which storage a test server uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Fs,
+    /// The moto S3 server that the test command starts (`QUAYSIDE_TEST_S3_ENDPOINT`).
+    S3,
+}
+
+/// The S3 endpoint of the moto server the test command started. Tests fail without it rather
+/// than skip: run them through `scripts/test.sh`.
+pub fn s3_endpoint() -> String {
+    std::env::var("QUAYSIDE_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
+        panic!("QUAYSIDE_TEST_S3_ENDPOINT is not set: run the tests with scripts/test.sh, which starts moto")
+    })
+}
+
+/// A fresh bucket on the test S3 server (moto accepts an unsigned create).
+pub async fn s3_bucket() -> String {
+    let bucket = format!("t-{}", uuid::Uuid::new_v4());
+    let endpoint = s3_endpoint();
+    let addr: SocketAddr = endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .expect("QUAYSIDE_TEST_S3_ENDPOINT is http://<ip>:<port>");
+    let request = format!(
+        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let (status, body) = raw_http(addr, request.as_bytes()).await;
+    assert_eq!(status, 200, "creating bucket {bucket}: {body}");
+    bucket
+}
+
+/// An S3 client for `bucket` on the test server: static credentials and a loopback endpoint, so
+/// nothing falls back to instance metadata.
+pub fn s3_store(bucket: &str) -> Arc<dyn storage::object::MultipartObjectStore> {
+    install_crypto();
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(s3_endpoint())
+        .with_allow_http(true)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .with_retry(object_store::RetryConfig {
+            max_retries: 1,
+            retry_timeout: std::time::Duration::from_secs(5),
+            ..Default::default()
+        })
+        .build()
+        .expect("S3 client");
+    Arc::new(s3)
+}
+
+/// A registry served in-process over real HTTP on 127.0.0.1.
 pub struct Server {
     pub addr: SocketAddr,
-    pub dir: TempDir,
+    /// The storage it serves from, for tests that look behind the API.
+    pub backend: Arc<dyn Backend>,
+    _dir: Option<TempDir>,
 }
 
 impl Server {
-    pub async fn start() -> Server {
-        Server::start_with(4 * 1024 * 1024).await
+    pub async fn start(kind: Kind) -> Server {
+        Server::start_with(kind, 4 * 1024 * 1024).await
     }
 
-    pub async fn start_with(max_manifest: u64) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::new(Arc::new(FsBackend::new(dir.path(), false)), max_manifest);
+    pub async fn start_with(kind: Kind, max_manifest: u64) -> Server {
+        let (backend, dir): (Arc<dyn Backend>, _) = match kind {
+            Kind::Fs => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                (Arc::new(FsBackend::new(dir.path(), false)), Some(dir))
+            }
+            Kind::S3 => {
+                let store = s3_store(&s3_bucket().await);
+                (Arc::new(ObjectBackend::new(store, "")), None)
+            }
+        };
+        let store = Store::new(backend.clone(), max_manifest);
         let app = registry::router(registry::App::new(store));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         tokio::spawn(async move { axum_serve(listener, app).await });
-        Server { addr, dir }
+        Server {
+            addr,
+            backend,
+            _dir: dir,
+        }
     }
 
     /// `http://127.0.0.1:<port>`

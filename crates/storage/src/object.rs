@@ -1,0 +1,372 @@
+//! The object-storage backend: S3 and S3-compatibles (MinIO), GCS and Azure Blob, through the
+//! `object_store` crate (chosen over OpenDAL because it exposes multipart uploads by plain string
+//! ids, which lets any replica continue an upload, and server-side copy; see `docs/design.md`).
+//!
+//! An upload ("append-only object" in [`Backend`] terms) is a multipart upload plus a small state
+//! object kept beside it in the bucket:
+//!
+//! ```text
+//! <key>                      the multipart upload's target; exists only after commit
+//! <key>.quayside-upload      JSON: multipart id, parts (etag, size), tail object, length, meta
+//! <key>.tail-<uuid>          bytes after the last full part (< PART_SIZE), re-read by the next
+//!                            append, uploaded as the last part at commit
+//! ```
+//! Parts are PART_SIZE bytes (S3 and GCS refuse parts under 5 MiB but the last), so memory per
+//! upload is bounded by one part whatever the blob size. The state object is replaced in one PUT
+//! after the parts and the tail are written: a crash leaves the previous state, which names only
+//! what it wrote, and the leftovers are deleted with the upload.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Appended, Appender, Backend, BackendError, ByteStream};
+
+/// Size of each uploaded part: above the 5 MiB minimum, and 10,000 parts make ~78 GiB.
+pub const PART_SIZE: usize = 8 << 20;
+
+/// Both interfaces of one store (`AmazonS3`, `GoogleCloudStorage` and `MicrosoftAzure` implement
+/// both).
+pub trait MultipartObjectStore: ObjectStore + MultipartStore {}
+impl<T: ObjectStore + MultipartStore> MultipartObjectStore for T {}
+
+#[derive(Clone)]
+pub struct ObjectBackend {
+    store: Arc<dyn MultipartObjectStore>,
+    /// Prepended to every key (distribution's `rootdirectory`), without slashes at either end.
+    root: String,
+}
+
+impl std::fmt::Debug for ObjectBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The store's own Debug can include credentials.
+        f.debug_struct("ObjectBackend")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+fn err(e: object_store::Error) -> BackendError {
+    match e {
+        object_store::Error::NotFound { .. } => BackendError::NotFound,
+        other => BackendError::Io(std::io::Error::other(other)),
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct UploadState {
+    multipart: Option<String>,
+    parts: Vec<Part>,
+    tail: Option<String>,
+    tail_len: u64,
+    len: u64,
+    /// Hex of the metadata published with `len`.
+    meta: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Part {
+    etag: String,
+    size: u64,
+}
+
+impl ObjectBackend {
+    pub fn new(store: Arc<dyn MultipartObjectStore>, root: &str) -> ObjectBackend {
+        ObjectBackend {
+            store,
+            root: root.trim_matches('/').to_owned(),
+        }
+    }
+
+    fn path(&self, key: &str) -> Path {
+        if self.root.is_empty() {
+            Path::from(key)
+        } else {
+            Path::from(format!("{}/{key}", self.root))
+        }
+    }
+
+    fn state_path(&self, key: &str) -> Path {
+        self.path(&format!("{key}.quayside-upload"))
+    }
+
+    async fn load_state(&self, key: &str) -> Result<UploadState, BackendError> {
+        let bytes = self
+            .store
+            .get(&self.state_path(key))
+            .await
+            .map_err(err)?
+            .bytes()
+            .await
+            .map_err(err)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| BackendError::Io(std::io::Error::other(format!("upload state: {e}"))))
+    }
+
+    async fn save_state(&self, key: &str, state: &UploadState) -> Result<(), BackendError> {
+        let json = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+        self.store
+            .put(&self.state_path(key), PutPayload::from(json))
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn read_tail(&self, state: &UploadState) -> Result<Bytes, BackendError> {
+        match &state.tail {
+            Some(tail) => self.read(tail, PART_SIZE as u64).await,
+            None => Ok(Bytes::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for ObjectBackend {
+    async fn size(&self, key: &str) -> Result<u64, BackendError> {
+        Ok(self.store.head(&self.path(key)).await.map_err(err)?.size)
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, BackendError> {
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..Default::default()
+        };
+        let result = self
+            .store
+            .get_opts(&self.path(key), options)
+            .await
+            .map_err(err)?;
+        Ok(result.into_stream().map_err(std::io::Error::other).boxed())
+    }
+
+    async fn read(&self, key: &str, limit: u64) -> Result<Bytes, BackendError> {
+        let result = self.store.get(&self.path(key)).await.map_err(err)?;
+        if result.meta.size > limit {
+            return Err(BackendError::TooLarge { limit });
+        }
+        result.bytes().await.map_err(err)
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
+        self.store
+            .put(&self.path(key), PutPayload::from(data))
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), BackendError> {
+        let locations = self
+            .store
+            .list(Some(&self.path(prefix)))
+            .map_ok(|meta| meta.location)
+            .boxed();
+        let mut deleted = self.store.delete_stream(locations);
+        while let Some(result) = deleted.next().await {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, BackendError> {
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&self.path(prefix)))
+            .await
+            .map_err(err)?;
+        let dirs = listing.common_prefixes.into_iter();
+        let files = listing.objects.into_iter().map(|o| o.location);
+        Ok(dirs
+            .chain(files)
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .collect())
+    }
+
+    async fn append(&self, key: &str, offset: u64) -> Result<Box<dyn Appender>, BackendError> {
+        let state = match self.load_state(key).await {
+            Ok(state) => state,
+            Err(BackendError::NotFound) if offset == 0 => UploadState::default(),
+            Err(e) => return Err(e),
+        };
+        if state.len != offset {
+            return Err(BackendError::OffsetMismatch { current: state.len });
+        }
+        let mut buffer = BytesMut::with_capacity(PART_SIZE);
+        buffer.extend_from_slice(&self.read_tail(&state).await?);
+        Ok(Box::new(ObjectAppender {
+            backend: self.clone(),
+            key: key.to_owned(),
+            state,
+            buffer,
+        }))
+    }
+
+    async fn appended(&self, key: &str) -> Result<Appended, BackendError> {
+        let state = self.load_state(key).await?;
+        let meta = hex::decode(&state.meta).ok().map(Bytes::from);
+        Ok(Appended {
+            len: state.len,
+            meta,
+        })
+    }
+
+    async fn rename(&self, src: &str, dest: &str) -> Result<(), BackendError> {
+        self.store
+            .copy(&self.path(src), &self.path(dest))
+            .await
+            .map_err(err)?;
+        self.delete(src).await
+    }
+
+    async fn commit(&self, src: &str, dest: &str) -> Result<(), BackendError> {
+        let state = self.load_state(src).await?;
+        let dest_path = self.path(dest);
+        match &state.multipart {
+            // Everything fits in the tail (or the blob is empty): one server-side copy.
+            None => match &state.tail {
+                Some(tail) => self
+                    .store
+                    .copy(&self.path(tail), &dest_path)
+                    .await
+                    .map_err(err)?,
+                None => {
+                    self.store
+                        .put(&dest_path, PutPayload::default())
+                        .await
+                        .map_err(err)?;
+                }
+            },
+            Some(id) => {
+                let src_path = self.path(src);
+                let mut parts: Vec<PartId> = state
+                    .parts
+                    .iter()
+                    .map(|p| PartId {
+                        content_id: p.etag.clone(),
+                    })
+                    .collect();
+                let tail = self.read_tail(&state).await?;
+                if !tail.is_empty() {
+                    let part = self
+                        .store
+                        .put_part(&src_path, id, parts.len(), PutPayload::from(tail))
+                        .await
+                        .map_err(err)?;
+                    parts.push(part);
+                }
+                self.store
+                    .complete_multipart(&src_path, id, parts)
+                    .await
+                    .map_err(err)?;
+                // Server-side: the bytes never pass through the registry again.
+                self.store.copy(&src_path, &dest_path).await.map_err(err)?;
+                self.delete(src).await?;
+            }
+        }
+        self.discard_state(src, &state).await
+    }
+
+    async fn abort(&self, key: &str) -> Result<(), BackendError> {
+        let state = match self.load_state(key).await {
+            Ok(state) => state,
+            Err(BackendError::NotFound) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if let Some(id) = &state.multipart {
+            match self.store.abort_multipart(&self.path(key), id).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        self.discard_state(key, &state).await
+    }
+}
+
+impl ObjectBackend {
+    async fn discard_state(&self, key: &str, state: &UploadState) -> Result<(), BackendError> {
+        if let Some(tail) = &state.tail {
+            self.delete(tail).await?;
+        }
+        self.delete(&format!("{key}.quayside-upload")).await
+    }
+}
+
+struct ObjectAppender {
+    backend: ObjectBackend,
+    key: String,
+    state: UploadState,
+    buffer: BytesMut,
+}
+
+impl ObjectAppender {
+    async fn upload_part(&mut self, data: Bytes) -> Result<(), BackendError> {
+        let path = self.backend.path(&self.key);
+        let store = &self.backend.store;
+        let id = match &self.state.multipart {
+            Some(id) => id.clone(),
+            None => {
+                let id = store.create_multipart(&path).await.map_err(err)?;
+                self.state.multipart = Some(id.clone());
+                id
+            }
+        };
+        let size = data.len() as u64;
+        let part = store
+            .put_part(&path, &id, self.state.parts.len(), PutPayload::from(data))
+            .await
+            .map_err(err)?;
+        self.state.parts.push(Part {
+            etag: part.content_id,
+            size,
+        });
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Appender for ObjectAppender {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), BackendError> {
+        self.buffer.extend_from_slice(&chunk);
+        while self.buffer.len() >= PART_SIZE {
+            let part = self.buffer.split_to(PART_SIZE).freeze();
+            self.upload_part(part).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>, meta: Bytes) -> Result<u64, BackendError> {
+        let old_tail = self.state.tail.take();
+        let tail = self.buffer.split().freeze();
+        self.state.tail_len = tail.len() as u64;
+        if !tail.is_empty() {
+            let name = format!("{}.tail-{}", self.key, uuid::Uuid::new_v4());
+            self.backend.put(&name, tail).await?;
+            self.state.tail = Some(name);
+        }
+        let in_parts: u64 = self.state.parts.iter().map(|p| p.size).sum();
+        self.state.len = in_parts + self.state.tail_len;
+        self.state.meta = hex::encode(&meta);
+        self.backend.save_state(&self.key, &self.state).await?;
+        if let Some(old) = old_tail {
+            self.backend.delete(&old).await?;
+        }
+        Ok(self.state.len)
+    }
+}
