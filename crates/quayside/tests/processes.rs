@@ -159,7 +159,7 @@ async fn push_until_killed(
     worker: u64,
     acks: Arc<AtomicUsize>,
 ) -> Vec<(String, u64, usize)> {
-    let c = Client::builder()
+    let c = testkit::http_client_builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();

@@ -24,8 +24,13 @@ pub fn install_crypto() {
 
 /// An HTTP client for tests (plain HTTP to loopback).
 pub fn http_client() -> reqwest::Client {
+    http_client_builder().build().expect("HTTP client")
+}
+
+/// A builder for tests that need other settings (timeouts); the TLS provider is installed first.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
     install_crypto();
-    reqwest::Client::new()
+    reqwest::Client::builder()
 }
 
 /// Which storage a test server uses.
