@@ -8,6 +8,7 @@
 //! command line and from a Kubernetes manifest), `tracing-subscriber` (text or JSON logs).
 
 mod registry_cmd;
+mod storage_setup;
 
 use std::process::ExitCode;
 

@@ -1,11 +1,11 @@
-//! `quayside registry`: the registry on local disk.
+//! `quayside registry`: the registry on local disk or object storage.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
-use storage::{FsBackend, Store};
+use storage::Store;
+use workflow::{Secret, SecretDir, StorageInputs};
 
 use crate::ConfigError;
 
@@ -14,28 +14,112 @@ pub struct Args {
     /// Address to listen on; `0.0.0.0:5000` inside a cluster.
     #[arg(long, env = "QUAYSIDE_LISTEN", default_value = "127.0.0.1:5000")]
     listen: SocketAddr,
-    /// Directory holding the registry's data, in CNCF distribution's layout (a distribution
-    /// `rootdirectory` can be used as it is).
-    #[arg(long, env = "QUAYSIDE_DATA_DIR", default_value = "./quayside-data")]
-    data_dir: PathBuf,
     /// Largest manifest accepted, in bytes.
     #[arg(long, env = "QUAYSIDE_MAX_MANIFEST_BYTES", default_value_t = 4 * 1024 * 1024)]
     max_manifest_bytes: u64,
-    /// fsync blob data before it becomes visible, so committed blobs survive a power loss
-    /// (a killed process never loses them either way).
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+/// Where the data lives. Each flag also reads distribution's env var, and for object storage
+/// any key not given falls back to Workflow's mounted `objectstorage-keyfile` secret.
+#[derive(clap::Args, Debug)]
+struct StorageArgs {
+    /// filesystem, s3, gcs, azure or minio (Workflow's `global.storage`; swift is refused).
+    #[arg(long, env = "REGISTRY_STORAGE", default_value = "filesystem")]
+    storage: String,
+    /// Directory holding the registry's data for `filesystem`, in CNCF distribution's layout (a
+    /// distribution `rootdirectory` can be used as it is).
+    #[arg(long, env = "QUAYSIDE_DATA_DIR", default_value = "./quayside-data")]
+    data_dir: PathBuf,
+    /// fsync blob data before it becomes visible (filesystem), so committed blobs survive a
+    /// power loss (a killed process never loses them either way).
     #[arg(long, env = "QUAYSIDE_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
     fsync: bool,
+    /// Workflow's mounted `objectstorage-keyfile` secret: one file per key.
+    #[arg(
+        long,
+        env = "QUAYSIDE_STORAGE_CREDS_DIR",
+        default_value = "/var/run/secrets/deis/registry/creds"
+    )]
+    creds_dir: PathBuf,
+    /// Prefix of every key in the bucket (distribution's `rootdirectory`).
+    #[arg(long, env = "QUAYSIDE_STORAGE_ROOT_DIRECTORY")]
+    root_directory: Option<String>,
+    #[arg(long, env = "REGISTRY_STORAGE_S3_BUCKET")]
+    s3_bucket: Option<String>,
+    #[arg(long, env = "REGISTRY_STORAGE_S3_REGION")]
+    s3_region: Option<String>,
+    /// S3-compatible endpoint, e.g. `http://minio:9000`; unset for AWS.
+    #[arg(long, env = "REGISTRY_STORAGE_S3_REGIONENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// Empty with the secret key too: the default AWS chain (env, profile, IRSA, instance role).
+    #[arg(long, env = "REGISTRY_STORAGE_S3_ACCESSKEY", value_parser = secret, hide_env_values = true)]
+    s3_access_key: Option<Secret>,
+    #[arg(long, env = "REGISTRY_STORAGE_S3_SECRETKEY", value_parser = secret, hide_env_values = true)]
+    s3_secret_key: Option<Secret>,
+    /// Path-style requests (`endpoint/bucket/key`), as MinIO and most S3-compatibles need.
+    #[arg(long, env = "REGISTRY_STORAGE_S3_FORCEPATHSTYLE", action = clap::ArgAction::Set)]
+    s3_path_style: Option<bool>,
+    #[arg(long, env = "REGISTRY_STORAGE_GCS_BUCKET")]
+    gcs_bucket: Option<String>,
+    /// Service-account key JSON.
+    #[arg(long, env = "REGISTRY_STORAGE_GCS_KEYFILE")]
+    gcs_key_file: Option<PathBuf>,
+    #[arg(long, env = "REGISTRY_STORAGE_AZURE_ACCOUNTNAME")]
+    azure_account_name: Option<String>,
+    #[arg(long, env = "REGISTRY_STORAGE_AZURE_ACCOUNTKEY", value_parser = secret, hide_env_values = true)]
+    azure_account_key: Option<Secret>,
+    #[arg(long, env = "REGISTRY_STORAGE_AZURE_CONTAINER")]
+    azure_container: Option<String>,
+    /// Blob endpoint, e.g. Azurite's `http://127.0.0.1:10000/devstoreaccount1`.
+    #[arg(long, env = "QUAYSIDE_AZURE_ENDPOINT")]
+    azure_endpoint: Option<String>,
+    /// Workflow's in-cluster MinIO (`REGISTRY_STORAGE=minio`).
+    #[arg(long, env = "DEIS_MINIO_SERVICE_HOST")]
+    minio_host: Option<String>,
+    #[arg(long, env = "DEIS_MINIO_SERVICE_PORT")]
+    minio_port: Option<String>,
+}
+
+fn secret(s: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(s))
+}
+
+impl StorageArgs {
+    fn inputs(self) -> StorageInputs {
+        StorageInputs {
+            storage: Some(self.storage),
+            creds: Some(SecretDir::new(self.creds_dir)),
+            filesystem_root: self.data_dir,
+            s3_bucket: self.s3_bucket,
+            s3_region: self.s3_region,
+            s3_endpoint: self.s3_endpoint,
+            s3_access_key: self.s3_access_key,
+            s3_secret_key: self.s3_secret_key,
+            s3_path_style: self.s3_path_style,
+            gcs_bucket: self.gcs_bucket,
+            gcs_key_file: self.gcs_key_file,
+            azure_account: self.azure_account_name,
+            azure_key: self.azure_account_key,
+            azure_container: self.azure_container,
+            azure_endpoint: self.azure_endpoint,
+            minio_host: self.minio_host,
+            minio_port: self.minio_port,
+            root_directory: self.root_directory,
+        }
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
-        ConfigError(format!(
-            "--data-dir / QUAYSIDE_DATA_DIR {}: cannot create it ({e}); point it at a writable directory",
-            args.data_dir.display()
-        ))
-    })?;
-    let backend = FsBackend::new(&args.data_dir, args.fsync);
-    let store = Store::new(Arc::new(backend), args.max_manifest_bytes);
+    let fsync = args.storage.fsync;
+    let settings = args
+        .storage
+        .inputs()
+        .resolve()
+        .map_err(|e| ConfigError(e.to_string()))?;
+    let backend = crate::storage_setup::open(&settings, fsync).await?;
+    let store = Store::new(backend, args.max_manifest_bytes);
     let app = registry::router(registry::App::new(store));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -47,11 +131,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })?;
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(args.listen),
-        data_dir = %args.data_dir.display(),
-        fsync = args.fsync,
+        storage = %describe(&settings),
         "registry serving"
     );
     registry::serve(listener, app, crate::shutdown_signal())
         .await
         .context("serving HTTP")
+}
+
+/// Where the data lives, for the start-up log line (never credentials).
+fn describe(settings: &workflow::StorageSettings) -> String {
+    use workflow::StorageSettings::*;
+    match settings {
+        Filesystem { root } => format!("filesystem:{}", root.display()),
+        S3 {
+            bucket, endpoint, ..
+        } => format!("s3:{bucket}@{}", endpoint.as_deref().unwrap_or("aws")),
+        Gcs { bucket, .. } => format!("gcs:{bucket}"),
+        Azure {
+            account, container, ..
+        } => format!("azure:{account}/{container}"),
+    }
 }

@@ -123,16 +123,23 @@ pub struct Distribution {
 }
 
 impl Distribution {
-    /// Starts on a free loopback port, ready once it answers `GET /v2/`.
+    /// Serves `root` on a free loopback port, ready once it accepts connections.
     pub fn start(root: &Path) -> Distribution {
+        Distribution::start_with_storage(&format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n",
+            root.display()
+        ))
+    }
+
+    /// Runs with `config` (a whole config.yml without its `http` section) on a free port.
+    pub fn start_with_storage(config_yml: &str) -> Distribution {
         let addr = free_loopback_addr();
         let config = tempfile::tempdir().expect("tempdir");
-        let yml = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-            root.display()
-        );
+        let yml = format!("{config_yml}http:\n  addr: {addr}\n");
         std::fs::write(config.path().join("config.yml"), yml).expect("config");
         let child = Command::new("docker-registry")
+            // Its AWS SDK (Go, v1) panics on a CA bundle it cannot attach to its transport.
+            .env_remove("AWS_CA_BUNDLE")
             .arg("serve")
             .arg(config.path().join("config.yml"))
             .stdout(Stdio::null())

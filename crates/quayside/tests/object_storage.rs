@@ -1,0 +1,192 @@
+//! The registry binary on S3 (the moto server the test command starts), configured the way
+//! Workflow configures deis-registry: `REGISTRY_STORAGE` and the mounted `objectstorage-keyfile`.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use reqwest::StatusCode;
+use testkit::image::{self, Image};
+use testkit::process::Quayside;
+use testkit::tools::Skopeo;
+use testkit::{random_bytes, sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_quayside");
+
+/// A Workflow `objectstorage-keyfile` for s3, as the chart renders it, with a bucket that does
+/// not exist yet.
+fn keyfile(bucket: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, value) in [
+        ("accesskey", "AKIDTEST"),
+        ("secretkey", "not-a-real-secret"),
+        ("region", "us-west-2"),
+        ("registry-bucket", bucket),
+        ("builder-bucket", "unused"),
+        ("database-bucket", "unused"),
+    ] {
+        std::fs::write(dir.path().join(key), value).unwrap();
+    }
+    dir
+}
+
+fn s3_registry(creds: &std::path::Path) -> Quayside {
+    let data = std::env::temp_dir();
+    Quayside::registry(
+        BIN,
+        &data,
+        &[
+            "--storage",
+            "s3",
+            "--creds-dir",
+            &creds.display().to_string(),
+            "--s3-endpoint",
+            &testkit::s3_endpoint(),
+            "--s3-path-style",
+            "true",
+        ],
+    )
+}
+
+fn logged(q: &Quayside, message: &str) -> bool {
+    q.log.lock().unwrap().iter().any(|l| l.contains(message))
+}
+
+#[test]
+fn workflow_s3_configuration_creates_the_bucket_once_and_serves_images() {
+    let bucket = format!("wf-{}", uuid_like());
+    let creds = keyfile(&bucket);
+    {
+        let q = s3_registry(creds.path());
+        assert!(logged(&q, "bucket ready"), "{:?}", q.log.lock().unwrap());
+        let skopeo = Skopeo::new();
+        let work = tempfile::tempdir().unwrap();
+        let img = Image::new(31, &[2 << 20, 1000], "amd64");
+        image::write_layout(work.path(), std::slice::from_ref(&img), None, "v1");
+        let remote = format!("docker://{}/apps/web:v1", q.addr);
+        let src = format!("oci:{}:v1", work.path().display());
+        skopeo.run(&["copy", "--dest-tls-verify=false", &src, &remote]);
+        let inspect = skopeo.run(&["inspect", "--tls-verify=false", &remote]);
+        assert!(inspect.contains(&img.manifest.digest), "{inspect}");
+    }
+    // A second start finds the bucket and the image.
+    let q = s3_registry(creds.path());
+    assert!(logged(&q, "bucket exists"));
+    let (status, body) = testkit::http_get(q.addr, "/v2/_catalog");
+    assert_eq!(status, 200);
+    assert!(body.contains("apps/web"), "{body}");
+}
+
+#[tokio::test]
+async fn chunked_upload_continues_on_another_replica_sharing_the_bucket() {
+    let creds = keyfile(&format!("rep-{}", uuid_like()));
+    let a = s3_registry(creds.path());
+    let b = s3_registry(creds.path());
+    let c = testkit::http_client();
+    // Chunks that are not multiples of the part size, so the tail carries across replicas.
+    let data = random_bytes(19 << 20, 77);
+    let digest = sha256(&data);
+    let resp = c
+        .post(a.url("/v2/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+    let mut offset = 0;
+    for (i, size) in [3 << 20, 9 << 20, 5 << 20].into_iter().enumerate() {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let resp = c
+            .patch(server.url(&loc))
+            .header("content-range", format!("{offset}-{}", offset + size - 1))
+            .body(data[offset..offset + size].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        offset += size;
+        assert_eq!(
+            resp.headers()["range"],
+            format!("0-{}", offset - 1).as_str()
+        );
+    }
+    let resp = c
+        .put(b.url(&format!("{loc}?digest={digest}")))
+        .body(data[offset..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let got = c
+        .get(a.url(&format!("/v2/app/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(got.bytes().await.unwrap() == data);
+    // A ranged read is served from the object store.
+    let part = c
+        .get(b.url(&format!("/v2/app/blobs/{digest}")))
+        .header("range", "bytes=10000000-10000099")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert!(part.bytes().await.unwrap() == data[10_000_000..10_000_100]);
+}
+
+#[test]
+fn quayside_serves_a_bucket_written_by_distributions_s3_driver() {
+    let bucket = format!("dist-{}", uuid_like());
+    let creds = keyfile(&bucket);
+    let endpoint = testkit::s3_endpoint();
+    // distribution does not create buckets: Quayside's first start does, as deis-registry's
+    // create-bucket did before distribution started.
+    drop(s3_registry(creds.path()));
+    let config = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  s3:\n    accesskey: AKIDTEST\n    secretkey: not-a-real-secret\n    region: us-west-2\n    regionendpoint: {endpoint}\n    bucket: {bucket}\n    secure: false\n    v4auth: true\n  delete:\n    enabled: true\n"
+    );
+    let dist = testkit::tools::Distribution::start_with_storage(&config);
+    let skopeo = Skopeo::new();
+    let work = tempfile::tempdir().unwrap();
+    let img = Image::new(41, &[1 << 20, 500], "amd64");
+    image::write_layout(
+        &work.path().join("src"),
+        std::slice::from_ref(&img),
+        None,
+        "v1",
+    );
+    let src = format!("oci:{}:v1", work.path().join("src").display());
+    skopeo.run(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &src,
+        &format!("docker://{}/legacy/app:v1", dist.addr),
+    ]);
+    drop(dist);
+
+    let q = s3_registry(creds.path());
+    let dst = format!("oci:{}:v1", work.path().join("dst").display());
+    skopeo.run(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/legacy/app:v1", q.addr),
+        &dst,
+    ]);
+    for b in img.blobs().chain(std::iter::once(&img.manifest)) {
+        let path = work
+            .path()
+            .join("dst/blobs/sha256")
+            .join(b.digest.trim_start_matches("sha256:"));
+        assert!(
+            std::fs::read(path).unwrap() == b.data,
+            "{} differs",
+            b.digest
+        );
+    }
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
