@@ -17,6 +17,12 @@ pub struct Args {
     /// Largest manifest accepted, in bytes.
     #[arg(long, env = "QUAYSIDE_MAX_MANIFEST_BYTES", default_value_t = 4 * 1024 * 1024)]
     max_manifest_bytes: u64,
+    /// How often storage is checked.
+    #[arg(long, env = "QUAYSIDE_HEALTH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    health_interval: std::time::Duration,
+    /// Consecutive failed checks after which every endpoint answers 503 (until one succeeds).
+    #[arg(long, env = "QUAYSIDE_HEALTH_THRESHOLD", default_value_t = 3)]
+    health_threshold: u32,
     #[command(flatten)]
     storage: StorageArgs,
 }
@@ -120,7 +126,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(|e| ConfigError(e.to_string()))?;
     let backend = crate::storage_setup::open(&settings, fsync).await?;
     let store = Store::new(backend, args.max_manifest_bytes);
-    let app = registry::router(registry::App::new(store));
+    let app = registry::App::new(store.clone());
+    let health = registry::health::HealthConfig {
+        interval: args.health_interval,
+        threshold: args.health_threshold.max(1),
+    };
+    tokio::spawn(registry::health::watch(store, app.health.clone(), health));
+    let app = registry::router(app);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| {

@@ -13,6 +13,17 @@ use object_store::signer::Signer;
 use storage::{Backend, FsBackend, ObjectBackend};
 use workflow::StorageSettings;
 
+/// Retries for transient storage errors, with object_store's exponential back-off. Its default
+/// (10 tries over 180 s) would hold a request for minutes while storage is down; the health check
+/// is what reports an outage.
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(20),
+        ..Default::default()
+    }
+}
+
 pub async fn open(settings: &StorageSettings, fsync: bool) -> anyhow::Result<Arc<dyn Backend>> {
     Ok(match settings {
         StorageSettings::Filesystem { root } => {
@@ -38,7 +49,8 @@ pub async fn open(settings: &StorageSettings, fsync: bool) -> anyhow::Result<Arc
             let mut builder = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_region(region)
-                .with_virtual_hosted_style_request(!path_style);
+                .with_virtual_hosted_style_request(!path_style)
+                .with_retry(retry());
             if let Some(endpoint) = endpoint {
                 builder = builder
                     .with_endpoint(endpoint)
@@ -61,6 +73,7 @@ pub async fn open(settings: &StorageSettings, fsync: bool) -> anyhow::Result<Arc
             let gcs = GoogleCloudStorageBuilder::new()
                 .with_bucket_name(bucket)
                 .with_service_account_path(key_file.display().to_string())
+                .with_retry(retry())
                 .build()
                 .context("GCS client")?;
             Arc::new(ObjectBackend::new(Arc::new(gcs), root))
@@ -75,7 +88,8 @@ pub async fn open(settings: &StorageSettings, fsync: bool) -> anyhow::Result<Arc
             let mut builder = MicrosoftAzureBuilder::new()
                 .with_account(account)
                 .with_access_key(key.expose())
-                .with_container_name(container);
+                .with_container_name(container)
+                .with_retry(retry());
             if let Some(endpoint) = endpoint {
                 builder = builder
                     .with_endpoint(endpoint.clone())

@@ -28,21 +28,66 @@ fn keyfile(bucket: &str) -> tempfile::TempDir {
 }
 
 fn s3_registry(creds: &std::path::Path) -> Quayside {
+    s3_registry_on(creds, &testkit::s3_endpoint(), &[])
+}
+
+fn s3_registry_on(creds: &std::path::Path, endpoint: &str, extra: &[&str]) -> Quayside {
     let data = std::env::temp_dir();
-    Quayside::registry(
-        BIN,
-        &data,
-        &[
-            "--storage",
-            "s3",
-            "--creds-dir",
-            &creds.display().to_string(),
-            "--s3-endpoint",
-            &testkit::s3_endpoint(),
-            "--s3-path-style",
-            "true",
-        ],
-    )
+    let creds = creds.display().to_string();
+    let mut args = vec![
+        "--storage",
+        "s3",
+        "--creds-dir",
+        &creds,
+        "--s3-endpoint",
+        endpoint,
+        "--s3-path-style",
+        "true",
+    ];
+    args.extend_from_slice(extra);
+    Quayside::registry(BIN, &data, &args)
+}
+
+/// Polls `path` until it answers `status` (bounded: the health check runs every 200 ms).
+fn wait_for_status(q: &Quayside, path: &str, status: u16) -> String {
+    for _ in 0..150 {
+        let (got, body) = testkit::http_get(q.addr, path);
+        if got == status {
+            return body;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{path} never answered {status}");
+}
+
+#[test]
+fn answers_503_while_storage_is_down_and_recovers_on_its_own() {
+    let mut moto = testkit::tools::Moto::start();
+    let bucket = format!("h-{}", uuid_like());
+    let creds = keyfile(&bucket);
+    let q = s3_registry_on(
+        creds.path(),
+        &moto.endpoint(),
+        &["--health-interval", "200ms", "--health-threshold", "2"],
+    );
+    assert_eq!(testkit::http_get(q.addr, "/v2/").0, 200);
+
+    moto.stop();
+    let body = wait_for_status(&q, "/v2/", 503);
+    assert!(body.contains("UNAVAILABLE"), "{body}");
+    assert_eq!(testkit::http_get(q.addr, "/readyz").0, 503);
+    assert_eq!(testkit::http_get(q.addr, "/v2/_catalog").0, 503);
+    assert_eq!(testkit::http_get(q.addr, "/metrics").0, 200);
+
+    // Storage returns (moto restarts empty, so the bucket is recreated as an operator would).
+    moto.restart();
+    assert_eq!(
+        testkit::http(moto.addr, "PUT", &format!("/{bucket}")).0,
+        200
+    );
+    wait_for_status(&q, "/v2/", 200);
+    assert_eq!(testkit::http_get(q.addr, "/readyz").0, 200);
+    assert!(logged(&q, "storage unreachable") && logged(&q, "storage answers again"));
 }
 
 fn logged(q: &Quayside, message: &str) -> bool {

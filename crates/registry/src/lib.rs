@@ -13,6 +13,7 @@
 
 mod blobs;
 pub mod error;
+pub mod health;
 mod listing;
 mod manifests;
 pub mod metrics;
@@ -55,6 +56,7 @@ pub async fn serve(
 pub struct App {
     pub store: Store,
     pub metrics: Arc<metrics::Metrics>,
+    pub health: Arc<health::Health>,
 }
 
 impl App {
@@ -62,6 +64,7 @@ impl App {
         App {
             store,
             metrics: Arc::new(metrics::Metrics::default()),
+            health: Arc::new(health::Health::default()),
         }
     }
 }
@@ -95,6 +98,10 @@ pub fn router(app: App) -> Router {
         .fallback(|| async {
             ApiError::new(ErrorCode::NameUnknown, "no such endpoint").into_response()
         })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            health::gate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             telemetry::observe,

@@ -177,11 +177,16 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
 
 /// A blocking `GET` for synchronous tests; returns the status and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(addr, "GET", path)
+}
+
+/// A blocking request without a body; returns the status and the body.
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(addr).expect("connect");
     write!(
         conn,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .expect("write");
     let mut out = String::new();

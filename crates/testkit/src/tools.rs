@@ -174,3 +174,57 @@ pub fn free_loopback_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
 }
+
+/// A moto S3 server owned by one test (for tests that stop and restart storage).
+pub struct Moto {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let mut moto = Moto {
+            child: None,
+            addr: free_loopback_addr(),
+        };
+        moto.restart();
+        moto
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server: storage becomes unreachable.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same address (empty: moto keeps data in memory).
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &self.addr.port().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn moto_server (the test command installs it)");
+        self.child = Some(child);
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("moto did not start on {}", self.addr);
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
