@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: quayside registry vs CNCF distribution 2.8 (Debian's docker-registry),
 # both on local disk on this machine, in the same run. Prints one table with the ratio.
-# Usage: bench/registry.sh            (needs curl, wrk, docker-registry; installs the last two)
+# Usage: bench/registry.sh            local disk (needs curl, wrk, docker-registry; installs the last two)
+#        STORAGE=s3 bench/registry.sh  both on one moto S3 server (installs moto[server])
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,7 @@ CHUNK_MIB=${CHUNK_MIB:-8}
 PAR=${PAR:-16}
 PAR_MIB=${PAR_MIB:-16}
 WRK_SECONDS=${WRK_SECONDS:-10}
+STORAGE=${STORAGE:-filesystem}
 
 for tool in wrk docker-registry; do
   command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk docker-registry >/dev/null; }
@@ -25,9 +27,38 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_up() { for _ in $(seq 200); do curl -fs "http://$1/v2/" >/dev/null && return; sleep 0.05; done; echo "$1 did not start" >&2; exit 1; }
 
+start_moto() {
+  command -v moto_server >/dev/null || python3 -m pip install -q 'moto[server]'
+  local port; port=$(free_port)
+  moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+  pids+=($!); MOTO="http://127.0.0.1:$port"
+  for _ in $(seq 200); do curl -s -o /dev/null "$MOTO" && break; sleep 0.05; done
+  curl -sf -X PUT "$MOTO/peer-bench" >/dev/null
+}
+
+quayside_storage_args() {
+  if [ "$STORAGE" = s3 ]; then
+    echo --storage s3 --s3-bucket quayside-bench --s3-region us-east-1 --s3-endpoint "$MOTO" \
+      --s3-path-style true --s3-access-key bench --s3-secret-key bench
+  else
+    echo --data-dir "$work/q-data"
+  fi
+}
+
+peer_storage_yml() {
+  if [ "$STORAGE" = s3 ]; then
+    # Both registries stream blobs themselves: distribution's default redirect to a presigned
+    # URL would measure the emulator, not the registry.
+    echo "storage: {s3: {accesskey: bench, secretkey: bench, region: us-east-1, regionendpoint: $MOTO, bucket: peer-bench, secure: false, v4auth: true}, delete: {enabled: true}, redirect: {disable: true}}"
+  else
+    echo "storage: {filesystem: {rootdirectory: $work/p-data}, delete: {enabled: true}}"
+  fi
+}
+
 start_quayside() {
   local port; port=$(free_port)
-  RUST_LOG=warn "$BIN" registry --listen "127.0.0.1:$port" --data-dir "$work/q-data" >"$work/q.log" 2>&1 &
+  # shellcheck disable=SC2046
+  RUST_LOG=warn "$BIN" registry --listen "127.0.0.1:$port" $(quayside_storage_args) >"$work/q.log" 2>&1 &
   pids+=($!); Q_PID=$!; Q="127.0.0.1:$port"; wait_up "$Q"
 }
 start_peer() {
@@ -35,10 +66,10 @@ start_peer() {
   cat >"$work/peer.yml" <<YML
 version: 0.1
 log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $work/p-data}, delete: {enabled: true}}
+$(peer_storage_yml)
 http: {addr: 127.0.0.1:$port}
 YML
-  docker-registry serve "$work/peer.yml" >"$work/p.log" 2>&1 &
+  env -u AWS_CA_BUNDLE docker-registry serve "$work/peer.yml" >"$work/p.log" 2>&1 &
   pids+=($!); P_PID=$!; P="127.0.0.1:$port"; wait_up "$P"
 }
 
@@ -95,11 +126,11 @@ measure_push() { # name host round
 
 measure_pull() { # name host
   local t0 t1 i
-  t0=$(now); curl -sf -o /dev/null "http://$2/v2/bench/mono1/blobs/$BIG_DIGEST"; t1=$(now)
+  t0=$(now); curl -sfL -o /dev/null "http://$2/v2/bench/mono1/blobs/$BIG_DIGEST"; t1=$(now)
   S[$1.pull]+=" $(mibps "$BLOB_MIB" "$t0" "$t1")"
   t0=$(now)
   for i in $(seq 1 "$PAR"); do
-    curl -sf -o /dev/null "http://$2/v2/bench/par/blobs/${PAR_DIGEST[$i]}" &
+    curl -sfL -o /dev/null "http://$2/v2/bench/par/blobs/${PAR_DIGEST[$i]}" &
   done
   wait_jobs; t1=$(now)
   S[$1.parallel]+=" $(mibps "$((PAR * PAR_MIB))" "$t0" "$t1")"
@@ -130,6 +161,7 @@ wait_jobs() { for j in $(jobs -p); do case " ${pids[*]} " in *" $j "*) ;; *) wai
 declare -A R S
 declare -a PAR_DIGEST
 for i in $(seq 1 "$PAR"); do PAR_DIGEST[$i]="sha256:$(sha256sum "$work/par$i" | cut -d' ' -f1)"; done
+[ "$STORAGE" = s3 ] && start_moto
 start_quayside; start_peer
 for round in $(seq 1 "$ROUNDS"); do
   measure_push quayside "$Q" "$round"; measure_push peer "$P" "$round"
@@ -143,7 +175,7 @@ measure_manifests peer "$P" "$P_PID"
 for k in "${!S[@]}"; do R[$k]=$(median ${S[$k]}); done
 
 ratio() { python3 -c "a,b=float('$1'),float('$2'); print(f'{a/b:.2f}x' if b else 'n/a')"; }
-printf '\n%-34s %12s %14s %8s\n' "metric (median of $ROUNDS, $(nproc) cores)" quayside distribution ratio
+printf '\n%-34s %12s %14s %8s\n' "$STORAGE: median of $ROUNDS, $(nproc) cores" quayside distribution ratio
 row() { printf '%-34s %12s %14s %8s\n' "$1" "${R[quayside.$2]}" "${R[peer.$2]}" "$3"; }
 row "push monolithic ${BLOB_MIB} MiB (MiB/s)" push "$(ratio "${R[quayside.push]}" "${R[peer.push]}")"
 row "push chunked ${CHUNK_MIB} MiB PATCHes (MiB/s)" chunked "$(ratio "${R[quayside.chunked]}" "${R[peer.chunked]}")"

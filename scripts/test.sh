@@ -15,12 +15,18 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+azurite=.tools/node_modules/.bin/azurite-blob
+if [ ! -x "$azurite" ]; then
+  echo "installing: azurite (npm, into .tools/)"
+  mkdir -p .tools
+  (cd .tools && npm install --no-audit --no-fund --silent azurite@3)
+fi
 if ! command -v moto_server >/dev/null; then
   echo "installing: moto[server]"
   python3 -m pip install -q 'moto[server]'
 fi
 
-# Emulators the tests use, on loopback ports picked now, stopped when this script exits.
+# Emulators the tests use (moto for S3, Azurite for Azure Blob), on loopback ports picked now, stopped when this script exits.
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -30,6 +36,12 @@ moto_server -H 127.0.0.1 -p "$moto_port" >"${TMPDIR:-/tmp}/quayside-moto.log" 2>
 pids+=($!)
 wait_port "$moto_port" moto
 export QUAYSIDE_TEST_S3_ENDPOINT="http://127.0.0.1:$moto_port"
+azurite_port=$(free_port)
+"$azurite" --blobHost 127.0.0.1 --blobPort "$azurite_port" --inMemoryPersistence \
+  --disableTelemetry --skipApiVersionCheck --silent >"${TMPDIR:-/tmp}/quayside-azurite.log" 2>&1 &
+pids+=($!)
+wait_port "$azurite_port" azurite
+export QUAYSIDE_TEST_AZURE_ENDPOINT="http://127.0.0.1:$azurite_port/devstoreaccount1"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use anyhow::Context;
+use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
-use object_store::signer::Signer;
+use storage::provision::{self, ProvisionError, Provisioned};
 use storage::{Backend, FsBackend, ObjectBackend};
 use workflow::StorageSettings;
 
@@ -62,7 +62,10 @@ pub async fn open(settings: &StorageSettings, fsync: bool) -> anyhow::Result<Arc
                     .with_secret_access_key(secret.expose());
             }
             let s3 = builder.build().context("S3 client")?;
-            ensure_s3_bucket(&s3, bucket, region).await?;
+            let outcome = provision::ensure_s3_bucket(&s3, bucket, region)
+                .await
+                .map_err(|e| provision_error(e, "--s3-bucket / REGISTRY_STORAGE_S3_BUCKET"))?;
+            report("s3", bucket, outcome);
             Arc::new(ObjectBackend::new(Arc::new(s3), root))
         }
         StorageSettings::Gcs {
@@ -96,50 +99,29 @@ pub async fn open(settings: &StorageSettings, fsync: bool) -> anyhow::Result<Arc
                     .with_allow_http(endpoint.starts_with("http://"));
             }
             let azure = builder.build().context("Azure Blob client")?;
+            let service = endpoint
+                .clone()
+                .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"));
+            let outcome =
+                provision::ensure_azure_container(&service, account, key.expose(), container)
+                    .await
+                    .map_err(|e| provision_error(e, "--azure-container"))?;
+            report("azure", container, outcome);
             Arc::new(ObjectBackend::new(Arc::new(azure), root))
         }
     })
 }
 
-/// Creates the bucket unless it exists. The request is presigned by the same client, so it uses
-/// whatever credentials the data path uses (static keys, IRSA, instance role).
-async fn ensure_s3_bucket(s3: &AmazonS3, bucket: &str, region: &str) -> anyhow::Result<()> {
-    let url = s3
-        .signed_url(
-            http::Method::PUT,
-            &object_store::path::Path::from(""),
-            Duration::from_secs(300),
-        )
-        .await
-        .context("signing CreateBucket")?;
-    // us-east-1 takes no location constraint (AWS answers InvalidLocationConstraint).
-    let body = if region == "us-east-1" {
-        String::new()
-    } else {
-        format!(
-            "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
-             <LocationConstraint>{region}</LocationConstraint></CreateBucketConfiguration>"
-        )
-    };
-    let response = reqwest::Client::new()
-        .put(url)
-        .body(body)
-        .send()
-        .await
-        .with_context(|| format!("creating bucket {bucket}"))?;
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    if status.is_success() {
-        tracing::info!(bucket, "bucket ready");
-    } else if text.contains("BucketAlreadyOwnedByYou") {
-        tracing::info!(bucket, "bucket exists");
-    } else if text.contains("BucketAlreadyExists") {
-        bail!(crate::ConfigError(format!(
-            "S3 bucket {bucket:?} belongs to another account: choose another name \
-             (--s3-bucket / REGISTRY_STORAGE_S3_BUCKET / registry-bucket)"
-        )));
-    } else {
-        bail!("creating bucket {bucket}: S3 answered {status}: {text:.300}");
+fn report(kind: &str, name: &str, outcome: Provisioned) {
+    match outcome {
+        Provisioned::Created => tracing::info!(kind, name, "bucket ready (created)"),
+        Provisioned::Existed => tracing::info!(kind, name, "bucket exists"),
     }
-    Ok(())
+}
+
+fn provision_error(e: ProvisionError, flag: &str) -> anyhow::Error {
+    match e {
+        ProvisionError::TakenByAnother(_) => crate::ConfigError(format!("{e}; set {flag}")).into(),
+        other => anyhow::Error::new(other),
+    }
 }

@@ -13,11 +13,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_quayside");
 /// A Workflow `objectstorage-keyfile` for s3, as the chart renders it, with a bucket that does
 /// not exist yet.
 fn keyfile(bucket: &str) -> tempfile::TempDir {
+    keyfile_in(bucket, "us-west-2")
+}
+
+fn keyfile_in(bucket: &str, region: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (key, value) in [
         ("accesskey", "AKIDTEST"),
         ("secretkey", "not-a-real-secret"),
-        ("region", "us-west-2"),
+        ("region", region),
         ("registry-bucket", bucket),
         ("builder-bucket", "unused"),
         ("database-bucket", "unused"),
@@ -100,7 +104,11 @@ fn workflow_s3_configuration_creates_the_bucket_once_and_serves_images() {
     let creds = keyfile(&bucket);
     {
         let q = s3_registry(creds.path());
-        assert!(logged(&q, "bucket ready"), "{:?}", q.log.lock().unwrap());
+        assert!(
+            logged(&q, "bucket ready (created)"),
+            "{:?}",
+            q.log.lock().unwrap()
+        );
         let skopeo = Skopeo::new();
         let work = tempfile::tempdir().unwrap();
         let img = Image::new(31, &[2 << 20, 1000], "amd64");
@@ -121,7 +129,8 @@ fn workflow_s3_configuration_creates_the_bucket_once_and_serves_images() {
 
 #[tokio::test]
 async fn chunked_upload_continues_on_another_replica_sharing_the_bucket() {
-    let creds = keyfile(&format!("rep-{}", uuid_like()));
+    // us-east-1: CreateBucket without a location constraint (an empty body).
+    let creds = keyfile_in(&format!("rep-{}", uuid_like()), "us-east-1");
     let a = s3_registry(creds.path());
     let b = s3_registry(creds.path());
     let c = testkit::http_client();
@@ -234,4 +243,66 @@ fn uuid_like() -> String {
             .unwrap()
             .as_nanos()
     )
+}
+
+#[test]
+fn workflow_azure_configuration_creates_the_container_once_and_serves_images() {
+    let creds = tempfile::tempdir().unwrap();
+    let container = format!("wf-{}", uuid_like());
+    for (key, value) in [
+        ("accountname", testkit::AZURITE_ACCOUNT),
+        ("accountkey", testkit::AZURITE_KEY),
+        ("registry-container", container.as_str()),
+    ] {
+        std::fs::write(creds.path().join(key), value).unwrap();
+    }
+    let endpoint = testkit::azure_endpoint();
+    let start = || {
+        Quayside::registry(
+            BIN,
+            &std::env::temp_dir(),
+            &[
+                "--storage",
+                "azure",
+                "--creds-dir",
+                &creds.path().display().to_string(),
+                "--azure-endpoint",
+                &endpoint,
+            ],
+        )
+    };
+    {
+        let q = start();
+        assert!(
+            logged(&q, "bucket ready (created)"),
+            "{:?}",
+            q.log.lock().unwrap()
+        );
+        let skopeo = Skopeo::new();
+        let work = tempfile::tempdir().unwrap();
+        let img = Image::new(51, &[3 << 20, 700], "amd64");
+        image::write_layout(work.path(), std::slice::from_ref(&img), None, "v1");
+        let remote = format!("docker://{}/apps/az:v1", q.addr);
+        skopeo.run(&[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", work.path().display()),
+            &remote,
+        ]);
+        let inspect = skopeo.run(&["inspect", "--tls-verify=false", &remote]);
+        assert!(inspect.contains(&img.manifest.digest), "{inspect}");
+    }
+    let q = start();
+    assert!(logged(&q, "bucket exists"));
+    let (status, body) = testkit::http_get(q.addr, "/v2/apps/az/tags/list");
+    assert_eq!(status, 200);
+    assert!(body.contains("v1"), "{body}");
+    // No secret in any log line.
+    assert!(
+        !q.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(testkit::AZURITE_KEY))
+    );
 }

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 //! The registry's HTTP API over a real loopback listener: every endpoint of the distribution spec
-//! and its error cases, run once per storage backend (the filesystem, and S3 on the moto server
-//! that the test command starts).
+//! and its error cases, run once per storage backend: the filesystem, S3 on the moto server and
+//! Azure Blob on the Azurite server that the test command starts.
 
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
@@ -935,6 +935,12 @@ macro_rules! suite {
             $(#[tokio::test]
             async fn $test() {
                 super::$test(testkit::Kind::S3).await
+            })*
+        }
+        mod azure {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(testkit::Kind::Azure).await
             })*
         }
     };

@@ -19,6 +19,7 @@ pub mod layout;
 mod listing;
 mod manifests;
 pub mod object;
+pub mod provision;
 mod store;
 mod uploads;
 

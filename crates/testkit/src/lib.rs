@@ -39,6 +39,44 @@ pub enum Kind {
     Fs,
     /// The moto S3 server that the test command starts (`QUAYSIDE_TEST_S3_ENDPOINT`).
     S3,
+    /// The Azurite server that the test command starts (`QUAYSIDE_TEST_AZURE_ENDPOINT`).
+    Azure,
+}
+
+/// Azurite's well-known development account and key (public, documented by Microsoft).
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The blob endpoint of the Azurite server the test command started.
+pub fn azure_endpoint() -> String {
+    std::env::var("QUAYSIDE_TEST_AZURE_ENDPOINT").unwrap_or_else(|_| {
+        panic!("QUAYSIDE_TEST_AZURE_ENDPOINT is not set: run the tests with scripts/test.sh, which starts Azurite")
+    })
+}
+
+/// A fresh container on the test Azurite server, and a client for it.
+pub async fn azure_store() -> Arc<dyn storage::object::MultipartObjectStore> {
+    install_crypto();
+    let container = format!("t-{}", uuid::Uuid::new_v4());
+    let endpoint = azure_endpoint();
+    storage::provision::ensure_azure_container(&endpoint, AZURITE_ACCOUNT, AZURITE_KEY, &container)
+        .await
+        .expect("create container");
+    let azure = object_store::azure::MicrosoftAzureBuilder::new()
+        .with_account(AZURITE_ACCOUNT)
+        .with_access_key(AZURITE_KEY)
+        .with_container_name(container)
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_retry(object_store::RetryConfig {
+            max_retries: 1,
+            retry_timeout: std::time::Duration::from_secs(5),
+            ..Default::default()
+        })
+        .build()
+        .expect("Azure client");
+    Arc::new(azure)
 }
 
 /// The S3 endpoint of the moto server the test command started. Tests fail without it rather
@@ -109,6 +147,7 @@ impl Server {
                 let store = s3_store(&s3_bucket().await);
                 (Arc::new(ObjectBackend::new(store, "")), None)
             }
+            Kind::Azure => (Arc::new(ObjectBackend::new(azure_store().await, "")), None),
         };
         let store = Store::new(backend.clone(), max_manifest);
         let app = registry::router(registry::App::new(store));

@@ -1,0 +1,143 @@
+//! Creating the bucket or container on start, as deis-registry's create-bucket did: idempotent, so
+//! a second start changes nothing. `object_store` reads and writes objects but does not create
+//! buckets, so these are the two requests it lacks, signed with the store's own credentials (S3)
+//! or the account key (Azure SharedKey).
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{KeyInit, Mac};
+use object_store::aws::AmazonS3;
+use object_store::signer::Signer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("bucket {0:?} belongs to another account: choose another bucket name")]
+    TakenByAnother(String),
+    #[error("{what}: storage answered {status}: {body}")]
+    Refused {
+        what: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{what}: {source}")]
+    Request {
+        what: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+fn request_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> ProvisionError {
+    ProvisionError::Request {
+        what: what.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+/// Outcome of a provisioning request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Provisioned {
+    Created,
+    Existed,
+}
+
+/// Creates the S3 bucket unless it exists. The request is presigned by the same client, so it
+/// uses whatever credentials the data path uses (static keys, IRSA, instance role).
+pub async fn ensure_s3_bucket(
+    s3: &AmazonS3,
+    bucket: &str,
+    region: &str,
+) -> Result<Provisioned, ProvisionError> {
+    let what = format!("creating S3 bucket {bucket}");
+    let url = s3
+        .signed_url(
+            http::Method::PUT,
+            &object_store::path::Path::from(""),
+            Duration::from_secs(300),
+        )
+        .await
+        .map_err(|e| request_error(&what, e))?;
+    // us-east-1 takes no location constraint (AWS answers InvalidLocationConstraint).
+    let body = if region == "us-east-1" {
+        String::new()
+    } else {
+        format!(
+            "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+             <LocationConstraint>{region}</LocationConstraint></CreateBucketConfiguration>"
+        )
+    };
+    let response = reqwest::Client::new()
+        .put(url)
+        // S3 answers 411 to a PUT without a length, and an empty body gets none by default.
+        .header("content-length", body.len())
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| request_error(&what, e))?;
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    match status {
+        200..=299 => Ok(Provisioned::Created),
+        _ if text.contains("BucketAlreadyOwnedByYou") => Ok(Provisioned::Existed),
+        _ if text.contains("BucketAlreadyExists") => {
+            Err(ProvisionError::TakenByAnother(bucket.to_owned()))
+        }
+        _ => Err(ProvisionError::Refused {
+            what,
+            status,
+            body: text.chars().take(300).collect(),
+        }),
+    }
+}
+
+/// Creates the Azure Blob container unless it exists. `endpoint` is the blob service URL
+/// (`https://<account>.blob.core.windows.net`, or an emulator's `http://host:port/<account>`).
+pub async fn ensure_azure_container(
+    endpoint: &str,
+    account: &str,
+    key: &str,
+    container: &str,
+) -> Result<Provisioned, ProvisionError> {
+    let what = format!("creating Azure container {container}");
+    let url = reqwest::Url::parse(&format!(
+        "{}/{container}?restype=container",
+        endpoint.trim_end_matches('/')
+    ))
+    .map_err(|e| request_error(&what, e))?;
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let version = "2021-08-06";
+    // SharedKey string-to-sign for the Blob service (version 2015-02-21 and later): a zero
+    // Content-Length is signed as empty.
+    let string_to_sign = format!(
+        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{account}{}\nrestype:container",
+        url.path()
+    );
+    let key = BASE64
+        .decode(key)
+        .map_err(|e| request_error("the Azure account key is not base64", e))?;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key)
+        .map_err(|e| request_error("the Azure account key", e))?;
+    mac.update(string_to_sign.as_bytes());
+    let signature = BASE64.encode(mac.finalize().into_bytes());
+    let response = reqwest::Client::new()
+        .put(url)
+        .header("x-ms-date", date)
+        .header("x-ms-version", version)
+        .header("content-length", "0")
+        .header("authorization", format!("SharedKey {account}:{signature}"))
+        .send()
+        .await
+        .map_err(|e| request_error(&what, e))?;
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    match status {
+        200..=299 => Ok(Provisioned::Created),
+        409 if text.contains("ContainerAlreadyExists") => Ok(Provisioned::Existed),
+        _ => Err(ProvisionError::Refused {
+            what,
+            status,
+            body: text.chars().take(300).collect(),
+        }),
+    }
+}
