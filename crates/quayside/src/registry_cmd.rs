@@ -23,6 +23,10 @@ pub struct Args {
     /// Consecutive failed checks after which every endpoint answers 503 (until one succeeds).
     #[arg(long, env = "QUAYSIDE_HEALTH_THRESHOLD", default_value_t = 3)]
     health_threshold: u32,
+    /// Answer blob GETs with a 307 to a presigned URL of the object store (S3, GCS, Azure), so
+    /// blob bytes bypass the registry, as distribution does; off: the registry streams them.
+    #[arg(long, env = "QUAYSIDE_REDIRECT", default_value_t = false, action = clap::ArgAction::Set)]
+    redirect: bool,
     #[command(flatten)]
     storage: StorageArgs,
 }
@@ -126,7 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(|e| ConfigError(e.to_string()))?;
     let backend = crate::storage_setup::open(&settings, fsync).await?;
     let store = Store::new(backend, args.max_manifest_bytes);
-    let app = registry::App::new(store.clone());
+    let app = registry::App::new(store.clone()).with_redirect(args.redirect);
     let health = registry::health::HealthConfig {
         interval: args.health_interval,
         threshold: args.health_threshold.max(1),

@@ -306,3 +306,45 @@ fn workflow_azure_configuration_creates_the_container_once_and_serves_images() {
             .any(|l| l.contains(testkit::AZURITE_KEY))
     );
 }
+
+#[tokio::test]
+async fn redirect_sends_blob_gets_to_a_presigned_storage_url() {
+    let creds = keyfile(&format!("redir-{}", uuid_like()));
+    let q = s3_registry_on(
+        creds.path(),
+        &testkit::s3_endpoint(),
+        &["--redirect", "true"],
+    );
+    let data = random_bytes(300_000, 5);
+    let digest = sha256(&data);
+    let c = testkit::http_client();
+    let resp = c
+        .post(q.url(&format!("/v2/app/blobs/uploads/?digest={digest}")))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+
+    let no_follow = testkit::http_client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = q.url(&format!("/v2/app/blobs/{digest}"));
+    let resp = no_follow.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TEMPORARY_REDIRECT);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(&testkit::s3_endpoint()), "{location}");
+    assert!(location.contains("X-Amz-Signature"), "{location}");
+    // Following it yields the blob; HEAD and other repositories are still answered here.
+    let got = c.get(&url).send().await.unwrap();
+    assert!(got.bytes().await.unwrap() == data);
+    let head = no_follow.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    let other = no_follow
+        .get(q.url(&format!("/v2/other/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+}

@@ -19,6 +19,12 @@ pub async fn get(
     head: bool,
 ) -> Result<Response, ApiError> {
     let size = app.store.blob_size(name, digest).await?;
+    if app.redirect
+        && !head
+        && let Some(url) = presigned(app, digest).await
+    {
+        return Ok(response::redirect(&url, digest));
+    }
     let range = match headers.get(header::RANGE) {
         None => None,
         Some(v) => Some(parse_range(v.to_str().unwrap_or(""), size).map_err(|msg| {
@@ -50,6 +56,17 @@ pub async fn get(
         headers.insert(header::CONTENT_RANGE, response::header_value(value));
     }
     Ok(response)
+}
+
+/// A presigned URL, or `None` to stream the blob ourselves (signing failed: logged, not fatal).
+async fn presigned(app: &App, digest: &Digest) -> Option<String> {
+    match app.store.blob_url(digest).await {
+        Ok(url) => url,
+        Err(e) => {
+            tracing::warn!(%digest, error = %e, "cannot presign; streaming the blob instead");
+            None
+        }
+    }
 }
 
 pub async fn delete(app: &App, name: &RepoName, digest: &Digest) -> Result<Response, ApiError> {

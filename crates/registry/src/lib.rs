@@ -57,6 +57,8 @@ pub struct App {
     pub store: Store,
     pub metrics: Arc<metrics::Metrics>,
     pub health: Arc<health::Health>,
+    /// Answer blob GETs with a redirect to a presigned storage URL, where storage can sign one.
+    pub redirect: bool,
 }
 
 impl App {
@@ -65,7 +67,13 @@ impl App {
             store,
             metrics: Arc::new(metrics::Metrics::default()),
             health: Arc::new(health::Health::default()),
+            redirect: false,
         }
+    }
+
+    pub fn with_redirect(mut self, redirect: bool) -> App {
+        self.redirect = redirect;
+        self
     }
 }
 

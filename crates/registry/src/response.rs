@@ -81,6 +81,17 @@ pub fn manifest_created(name: &RepoName, digest: &Digest, subject: Option<&Diges
     builder.body(Body::empty()).unwrap_or_default()
 }
 
+/// 307 to where the client can fetch a blob directly (a presigned storage URL).
+pub fn redirect(url: &str, digest: &Digest) -> Response {
+    Response::builder()
+        .status(StatusCode::TEMPORARY_REDIRECT)
+        .header(header::LOCATION, value(url))
+        .header(DIGEST_HEADER, value(digest.to_string()))
+        .header(header::CONTENT_LENGTH, "0")
+        .body(Body::empty())
+        .unwrap_or_default()
+}
+
 /// 202 with no body, for deletes.
 pub fn accepted() -> Response {
     (StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response()

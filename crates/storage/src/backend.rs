@@ -71,4 +71,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn rename(&self, src: &str, dest: &str) -> Result<(), BackendError>;
     /// Discards an append-only object and everything kept for it.
     async fn abort(&self, key: &str) -> Result<(), BackendError>;
+    /// A URL that lets a client GET the object directly from storage for `expires`, where the
+    /// backend can sign one (object stores); `None` means "serve it yourself".
+    async fn presigned_get(
+        &self,
+        _key: &str,
+        _expires: std::time::Duration,
+    ) -> Result<Option<String>, BackendError> {
+        Ok(None)
+    }
 }

@@ -41,6 +41,17 @@ impl Store {
         )
     }
 
+    /// A presigned URL for the blob's content, where the backend can make one. Call after
+    /// [`Store::blob_size`]: the URL itself does not check that the repository links the blob.
+    pub async fn blob_url(&self, d: &Digest) -> Result<Option<String>, StoreError> {
+        // Long enough for a slow client to start a multi-GB download; distribution uses 20 min.
+        let expires = std::time::Duration::from_secs(20 * 60);
+        Ok(self
+            .backend
+            .presigned_get(&layout::blob_data(d), expires)
+            .await?)
+    }
+
     /// Unlinks a blob from a repository. The content stays until garbage collection, since other
     /// repositories may link it.
     pub async fn blob_delete(&self, name: &RepoName, d: &Digest) -> Result<(), StoreError> {

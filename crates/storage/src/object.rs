@@ -24,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
+use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
@@ -32,10 +33,10 @@ use crate::backend::{Appended, Appender, Backend, BackendError, ByteStream};
 /// Size of each uploaded part: above the 5 MiB minimum, and 10,000 parts make ~78 GiB.
 pub const PART_SIZE: usize = 8 << 20;
 
-/// Both interfaces of one store (`AmazonS3`, `GoogleCloudStorage` and `MicrosoftAzure` implement
-/// both).
-pub trait MultipartObjectStore: ObjectStore + MultipartStore {}
-impl<T: ObjectStore + MultipartStore> MultipartObjectStore for T {}
+/// The interfaces of one store used here (`AmazonS3`, `GoogleCloudStorage` and `MicrosoftAzure`
+/// implement all three): objects, multipart uploads, and presigned URLs for `--redirect`.
+pub trait MultipartObjectStore: ObjectStore + MultipartStore + Signer {}
+impl<T: ObjectStore + MultipartStore + Signer> MultipartObjectStore for T {}
 
 #[derive(Clone)]
 pub struct ObjectBackend {
@@ -281,6 +282,19 @@ impl Backend for ObjectBackend {
             }
         }
         self.discard_state(src, &state).await
+    }
+
+    async fn presigned_get(
+        &self,
+        key: &str,
+        expires: std::time::Duration,
+    ) -> Result<Option<String>, BackendError> {
+        let url = self
+            .store
+            .signed_url(http::Method::GET, &self.path(key), expires)
+            .await
+            .map_err(err)?;
+        Ok(Some(url.to_string()))
     }
 
     async fn abort(&self, key: &str) -> Result<(), BackendError> {
