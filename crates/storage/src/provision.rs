@@ -35,6 +35,16 @@ fn request_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) 
     }
 }
 
+/// Sends a provisioning request; the status and the body (error codes are in the body).
+async fn send(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<(u16, String), ProvisionError> {
+    let response = request.send().await.map_err(|e| request_error(what, e))?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await.unwrap_or_default()))
+}
+
 /// Outcome of a provisioning request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Provisioned {
@@ -67,16 +77,12 @@ pub async fn ensure_s3_bucket(
              <LocationConstraint>{region}</LocationConstraint></CreateBucketConfiguration>"
         )
     };
-    let response = reqwest::Client::new()
+    let request = reqwest::Client::new()
         .put(url)
         // S3 answers 411 to a PUT without a length, and an empty body gets none by default.
         .header("content-length", body.len())
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| request_error(&what, e))?;
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
+        .body(body);
+    let (status, text) = send(request, &what).await?;
     match status {
         200..=299 => Ok(Provisioned::Created),
         _ if text.contains("BucketAlreadyOwnedByYou") => Ok(Provisioned::Existed),
@@ -120,17 +126,13 @@ pub async fn ensure_azure_container(
         .map_err(|e| request_error("the Azure account key", e))?;
     mac.update(string_to_sign.as_bytes());
     let signature = BASE64.encode(mac.finalize().into_bytes());
-    let response = reqwest::Client::new()
+    let request = reqwest::Client::new()
         .put(url)
         .header("x-ms-date", date)
         .header("x-ms-version", version)
         .header("content-length", "0")
-        .header("authorization", format!("SharedKey {account}:{signature}"))
-        .send()
-        .await
-        .map_err(|e| request_error(&what, e))?;
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
+        .header("authorization", format!("SharedKey {account}:{signature}"));
+    let (status, text) = send(request, &what).await?;
     match status {
         200..=299 => Ok(Provisioned::Created),
         409 if text.contains("ContainerAlreadyExists") => Ok(Provisioned::Existed),

@@ -201,7 +201,11 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     conn.write_all(request).await.expect("write request");
     let mut out = Vec::new();
     conn.read_to_end(&mut out).await.expect("read response");
-    let text = String::from_utf8_lossy(&out).into_owned();
+    parse_response(&String::from_utf8_lossy(&out))
+}
+
+/// Status and body of a raw HTTP/1.1 response read to its end.
+fn parse_response(text: &str) -> (u16, String) {
     let status = text
         .split_whitespace()
         .nth(1)
@@ -230,14 +234,5 @@ pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     .expect("write");
     let mut out = String::new();
     conn.read_to_string(&mut out).expect("read");
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    parse_response(&out)
 }

@@ -197,6 +197,15 @@ impl StorageInputs {
         };
         let root = self.root_directory.clone().unwrap_or_default();
         let secret = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().to_owned());
+        // Empty or absent keys are `None`: the S3 client then uses the default credential chain.
+        let s3_keys = |r: &Resolver| {
+            (
+                r.optional(secret(&self.s3_access_key).as_deref(), &S3_ACCESS)
+                    .map(Secret::new),
+                r.optional(secret(&self.s3_secret_key).as_deref(), &S3_SECRET)
+                    .map(Secret::new),
+            )
+        };
         let settings = match storage {
             "" | "filesystem" => StorageSettings::Filesystem {
                 root: self.filesystem_root.clone(),
@@ -204,16 +213,13 @@ impl StorageInputs {
             "s3" => {
                 let bucket = r.required(self.s3_bucket.as_deref(), &S3_BUCKET, "the bucket");
                 let region = r.required(self.s3_region.as_deref(), &S3_REGION, "the region");
+                let (access_key, secret_key) = s3_keys(&r);
                 StorageSettings::S3 {
                     bucket,
                     region,
                     endpoint: self.s3_endpoint.clone().filter(|e| !e.is_empty()),
-                    access_key: r
-                        .optional(secret(&self.s3_access_key).as_deref(), &S3_ACCESS)
-                        .map(Secret::new),
-                    secret_key: r
-                        .optional(secret(&self.s3_secret_key).as_deref(), &S3_SECRET)
-                        .map(Secret::new),
+                    access_key,
+                    secret_key,
                     path_style: self.s3_path_style.unwrap_or(false),
                     root,
                 }
@@ -231,16 +237,13 @@ impl StorageInputs {
                     &MINIO_PORT,
                     "the MinIO service port",
                 );
+                let (access_key, secret_key) = s3_keys(&r);
                 StorageSettings::S3 {
                     bucket: "registry".into(),
                     region: "us-east-1".into(),
                     endpoint: Some(format!("http://{host}:{port}")),
-                    access_key: r
-                        .optional(secret(&self.s3_access_key).as_deref(), &S3_ACCESS)
-                        .map(Secret::new),
-                    secret_key: r
-                        .optional(secret(&self.s3_secret_key).as_deref(), &S3_SECRET)
-                        .map(Secret::new),
+                    access_key,
+                    secret_key,
                     path_style: true,
                     root,
                 }
