@@ -9,6 +9,7 @@ use anyhow::Context;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
+use storage::azure::{CopyWaiter, SharedKey};
 use storage::provision::{self, ProvisionError, Provisioned};
 use storage::{Backend, FsBackend, ObjectBackend};
 use workflow::StorageSettings;
@@ -107,7 +108,14 @@ pub async fn open(settings: &StorageSettings, fsync: bool) -> anyhow::Result<Arc
                     .await
                     .map_err(|e| provision_error(e, "--azure-container"))?;
             report("azure", container, outcome);
-            Arc::new(ObjectBackend::new(Arc::new(azure), root))
+            let shared_key = SharedKey::new(account, key.expose()).map_err(|e| {
+                crate::ConfigError(format!(
+                    "the Azure account key is not base64 ({e}): check --azure-account-key / \
+                     REGISTRY_STORAGE_AZURE_ACCOUNTKEY / key file accountkey"
+                ))
+            })?;
+            let waiter = CopyWaiter::new(&service, container, shared_key);
+            Arc::new(ObjectBackend::new(Arc::new(azure), root).with_copy_waiter(waiter))
         }
     })
 }

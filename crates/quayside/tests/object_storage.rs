@@ -348,3 +348,27 @@ async fn redirect_sends_blob_gets_to_a_presigned_storage_url() {
         .unwrap();
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn azure_copy_waiter_signs_requests_azurite_accepts_and_refuses_a_wrong_key() {
+    use storage::Backend as _;
+    use storage::azure::{CopyWaiter, SharedKey};
+    let container = format!("cw-{}", uuid_like());
+    let backend = testkit::azure_backend_in(&container).await;
+    backend
+        .put("some/blob", bytes::Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let endpoint = testkit::azure_endpoint();
+    let right = SharedKey::new(testkit::AZURITE_ACCOUNT, testkit::AZURITE_KEY).unwrap();
+    CopyWaiter::new(&endpoint, &container, right)
+        .wait("some/blob")
+        .await
+        .unwrap();
+    let wrong = SharedKey::new(testkit::AZURITE_ACCOUNT, "d3Jvbmcga2V5").unwrap();
+    let err = CopyWaiter::new(&endpoint, &container, wrong)
+        .wait("some/blob")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+}

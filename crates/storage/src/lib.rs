@@ -12,6 +12,7 @@
 //! Dependencies: `tokio` file I/O for the filesystem backend, `async-trait` so backends are trait
 //! objects chosen at start-up, `uuid` for upload ids, `humantime` for distribution's `startedat`.
 
+pub mod azure;
 pub mod backend;
 mod blobs;
 pub mod fs;

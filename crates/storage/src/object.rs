@@ -43,6 +43,8 @@ pub struct ObjectBackend {
     store: Arc<dyn MultipartObjectStore>,
     /// Prepended to every key (distribution's `rootdirectory`), without slashes at either end.
     root: String,
+    /// Azure: copies may finish after Copy Blob answers; wait before deleting a source.
+    copy_waiter: Option<crate::azure::CopyWaiter>,
 }
 
 impl std::fmt::Debug for ObjectBackend {
@@ -83,7 +85,26 @@ impl ObjectBackend {
         ObjectBackend {
             store,
             root: root.trim_matches('/').to_owned(),
+            copy_waiter: None,
         }
+    }
+
+    /// For Azure Blob, whose Copy Blob can complete asynchronously.
+    pub fn with_copy_waiter(mut self, waiter: crate::azure::CopyWaiter) -> ObjectBackend {
+        self.copy_waiter = Some(waiter);
+        self
+    }
+
+    /// Server-side copy that has finished when it returns.
+    async fn copy_complete(&self, from: &Path, to: &Path) -> Result<(), BackendError> {
+        self.store.copy(from, to).await.map_err(err)?;
+        if let Some(waiter) = &self.copy_waiter {
+            waiter
+                .wait(to.as_ref())
+                .await
+                .map_err(|e| BackendError::Io(std::io::Error::other(e)))?;
+        }
+        Ok(())
     }
 
     fn path(&self, key: &str) -> Path {
@@ -229,10 +250,8 @@ impl Backend for ObjectBackend {
     }
 
     async fn rename(&self, src: &str, dest: &str) -> Result<(), BackendError> {
-        self.store
-            .copy(&self.path(src), &self.path(dest))
-            .await
-            .map_err(err)?;
+        self.copy_complete(&self.path(src), &self.path(dest))
+            .await?;
         self.delete(src).await
     }
 
@@ -242,11 +261,7 @@ impl Backend for ObjectBackend {
         match &state.multipart {
             // Everything fits in the tail (or the blob is empty): one server-side copy.
             None => match &state.tail {
-                Some(tail) => self
-                    .store
-                    .copy(&self.path(tail), &dest_path)
-                    .await
-                    .map_err(err)?,
+                Some(tail) => self.copy_complete(&self.path(tail), &dest_path).await?,
                 None => {
                     self.store
                         .put(&dest_path, PutPayload::default())
@@ -277,7 +292,7 @@ impl Backend for ObjectBackend {
                     .await
                     .map_err(err)?;
                 // Server-side: the bytes never pass through the registry again.
-                self.store.copy(&src_path, &dest_path).await.map_err(err)?;
+                self.copy_complete(&src_path, &dest_path).await?;
                 self.delete(src).await?;
             }
         }

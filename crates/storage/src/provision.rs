@@ -5,9 +5,6 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{KeyInit, Mac};
 use object_store::aws::AmazonS3;
 use object_store::signer::Signer;
 
@@ -28,7 +25,10 @@ pub enum ProvisionError {
     },
 }
 
-fn request_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> ProvisionError {
+pub(crate) fn request_error(
+    what: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> ProvisionError {
     ProvisionError::Request {
         what: what.to_owned(),
         source: Box::new(e),
@@ -106,32 +106,14 @@ pub async fn ensure_azure_container(
     container: &str,
 ) -> Result<Provisioned, ProvisionError> {
     let what = format!("creating Azure container {container}");
+    let shared_key = crate::azure::SharedKey::new(account, key)
+        .map_err(|e| request_error("the Azure account key", e))?;
     let url = reqwest::Url::parse(&format!(
         "{}/{container}?restype=container",
         endpoint.trim_end_matches('/')
     ))
     .map_err(|e| request_error(&what, e))?;
-    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-    let version = "2021-08-06";
-    // SharedKey string-to-sign for the Blob service (version 2015-02-21 and later): a zero
-    // Content-Length is signed as empty.
-    let string_to_sign = format!(
-        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{account}{}\nrestype:container",
-        url.path()
-    );
-    let key = BASE64
-        .decode(key)
-        .map_err(|e| request_error("the Azure account key is not base64", e))?;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key)
-        .map_err(|e| request_error("the Azure account key", e))?;
-    mac.update(string_to_sign.as_bytes());
-    let signature = BASE64.encode(mac.finalize().into_bytes());
-    let request = reqwest::Client::new()
-        .put(url)
-        .header("x-ms-date", date)
-        .header("x-ms-version", version)
-        .header("content-length", "0")
-        .header("authorization", format!("SharedKey {account}:{signature}"));
+    let request = shared_key.sign(reqwest::Client::new().put(url.clone()), "PUT", &url);
     let (status, text) = send(request, &what).await?;
     match status {
         200..=299 => Ok(Provisioned::Created),

@@ -55,10 +55,15 @@ pub fn azure_endpoint() -> String {
     })
 }
 
-/// A fresh container on the test Azurite server, and a client for it.
-pub async fn azure_store() -> Arc<dyn storage::object::MultipartObjectStore> {
+/// A fresh container on the test Azurite server, and the backend the registry uses for it.
+pub async fn azure_backend() -> ObjectBackend {
+    azure_backend_in(&format!("t-{}", uuid::Uuid::new_v4())).await
+}
+
+/// The backend for `container` (created if missing) on the test Azurite server.
+pub async fn azure_backend_in(container: &str) -> ObjectBackend {
     install_crypto();
-    let container = format!("t-{}", uuid::Uuid::new_v4());
+    let container = container.to_owned();
     let endpoint = azure_endpoint();
     storage::provision::ensure_azure_container(&endpoint, AZURITE_ACCOUNT, AZURITE_KEY, &container)
         .await
@@ -66,8 +71,8 @@ pub async fn azure_store() -> Arc<dyn storage::object::MultipartObjectStore> {
     let azure = object_store::azure::MicrosoftAzureBuilder::new()
         .with_account(AZURITE_ACCOUNT)
         .with_access_key(AZURITE_KEY)
-        .with_container_name(container)
-        .with_endpoint(endpoint)
+        .with_container_name(&container)
+        .with_endpoint(endpoint.clone())
         .with_allow_http(true)
         .with_retry(object_store::RetryConfig {
             max_retries: 1,
@@ -76,7 +81,9 @@ pub async fn azure_store() -> Arc<dyn storage::object::MultipartObjectStore> {
         })
         .build()
         .expect("Azure client");
-    Arc::new(azure)
+    let key = storage::azure::SharedKey::new(AZURITE_ACCOUNT, AZURITE_KEY).expect("key");
+    let waiter = storage::azure::CopyWaiter::new(&endpoint, &container, key);
+    ObjectBackend::new(Arc::new(azure), "").with_copy_waiter(waiter)
 }
 
 /// The S3 endpoint of the moto server the test command started. Tests fail without it rather
@@ -147,7 +154,7 @@ impl Server {
                 let store = s3_store(&s3_bucket().await);
                 (Arc::new(ObjectBackend::new(store, "")), None)
             }
-            Kind::Azure => (Arc::new(ObjectBackend::new(azure_store().await, "")), None),
+            Kind::Azure => (Arc::new(azure_backend().await), None),
         };
         let store = Store::new(backend.clone(), max_manifest);
         let app = registry::router(registry::App::new(store));
