@@ -80,6 +80,23 @@ pub async fn open(settings: &StorageSettings, fsync: bool) -> anyhow::Result<Arc
                 .with_retry(retry())
                 .build()
                 .context("GCS client")?;
+            let key = GcsKey::read(key_file)?;
+            match &key.project_id {
+                Some(project) => {
+                    let outcome =
+                        provision::ensure_gcs_bucket(&gcs, &key.base_url(), project, bucket)
+                            .await
+                            .map_err(|e| {
+                                provision_error(e, "--gcs-bucket / REGISTRY_STORAGE_GCS_BUCKET")
+                            })?;
+                    report("gcs", bucket, outcome);
+                }
+                None => tracing::warn!(
+                    bucket,
+                    key_file = %key_file.display(),
+                    "the key has no project_id: the bucket is not created if missing"
+                ),
+            }
             Arc::new(ObjectBackend::new(Arc::new(gcs), root))
         }
         StorageSettings::Azure {
@@ -118,6 +135,38 @@ pub async fn open(settings: &StorageSettings, fsync: bool) -> anyhow::Result<Arc
             Arc::new(ObjectBackend::new(Arc::new(azure), root).with_copy_waiter(waiter))
         }
     })
+}
+
+/// The fields of a service-account key that provisioning needs.
+#[derive(serde::Deserialize)]
+struct GcsKey {
+    project_id: Option<String>,
+    /// object_store's field for local emulators.
+    gcs_base_url: Option<String>,
+}
+
+impl GcsKey {
+    fn read(path: &std::path::Path) -> anyhow::Result<GcsKey> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            crate::ConfigError(format!(
+                "GCS key {}: {e}; set --gcs-key-file / REGISTRY_STORAGE_GCS_KEYFILE or key.json in the objectstorage-keyfile secret",
+                path.display()
+            ))
+        })?;
+        serde_json::from_str(&text).map_err(|e| {
+            crate::ConfigError(format!(
+                "GCS key {} is not a service-account key JSON ({e})",
+                path.display()
+            ))
+            .into()
+        })
+    }
+
+    fn base_url(&self) -> String {
+        self.gcs_base_url
+            .clone()
+            .unwrap_or_else(|| "https://storage.googleapis.com".into())
+    }
 }
 
 fn report(kind: &str, name: &str, outcome: Provisioned) {

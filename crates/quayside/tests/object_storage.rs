@@ -372,3 +372,51 @@ async fn azure_copy_waiter_signs_requests_azurite_accepts_and_refuses_a_wrong_ke
         .unwrap_err();
     assert!(err.to_string().contains("403"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workflow_gcs_configuration_serves_images() {
+    let fake = testkit::gcs::FakeGcs::start().await;
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("key.json"), fake.key_json()).unwrap();
+    std::fs::write(creds.path().join("registry-bucket"), "wf-registry").unwrap();
+    let creds_dir = creds.path().display().to_string();
+    tokio::task::spawn_blocking(move || {
+        let q = Quayside::registry(
+            BIN,
+            &std::env::temp_dir(),
+            &["--storage", "gcs", "--creds-dir", &creds_dir],
+        );
+        assert!(
+            logged(&q, r#""storage":"gcs:wf-registry""#),
+            "{:?}",
+            q.log.lock().unwrap()
+        );
+        let skopeo = Skopeo::new();
+        let work = tempfile::tempdir().unwrap();
+        let img = Image::new(61, &[9 << 20, 300], "amd64");
+        image::write_layout(
+            &work.path().join("src"),
+            std::slice::from_ref(&img),
+            None,
+            "v1",
+        );
+        let remote = format!("docker://{}/apps/gcs:v1", q.addr);
+        let src = format!("oci:{}:v1", work.path().join("src").display());
+        let dst = format!("oci:{}:v1", work.path().join("dst").display());
+        skopeo.run(&["copy", "--dest-tls-verify=false", &src, &remote]);
+        skopeo.run(&["copy", "--src-tls-verify=false", &remote, &dst]);
+        for b in img.blobs().chain(std::iter::once(&img.manifest)) {
+            let path = work
+                .path()
+                .join("dst/blobs/sha256")
+                .join(b.digest.trim_start_matches("sha256:"));
+            assert!(
+                std::fs::read(path).unwrap() == b.data,
+                "{} differs",
+                b.digest
+            );
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 //! The registry's HTTP API over a real loopback listener: every endpoint of the distribution spec
 //! and its error cases, run once per storage backend: the filesystem, S3 on the moto server and
-//! Azure Blob on the Azurite server that the test command starts.
+//! Azure Blob on the Azurite server that the test command starts, and GCS on an in-process fake
+//! of its XML API (no GCS emulator that speaks it runs here).
 
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
@@ -239,7 +240,12 @@ async fn streamed_patch_without_content_range(kind: Kind) {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        assert_eq!(
+            resp.status(),
+            StatusCode::ACCEPTED,
+            "{:?}",
+            resp.text().await
+        );
     }
     let digest = sha256(&data);
     let resp = client()
@@ -935,6 +941,12 @@ macro_rules! suite {
             $(#[tokio::test]
             async fn $test() {
                 super::$test(testkit::Kind::S3).await
+            })*
+        }
+        mod gcs {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(testkit::Kind::Gcs).await
             })*
         }
         mod azure {

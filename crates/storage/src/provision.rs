@@ -97,6 +97,41 @@ pub async fn ensure_s3_bucket(
     }
 }
 
+/// Creates the GCS bucket in `project` unless it exists, through the JSON API with the client's
+/// own OAuth token. `base_url` is `https://storage.googleapis.com` or a key file's `gcs_base_url`.
+pub async fn ensure_gcs_bucket(
+    gcs: &object_store::gcp::GoogleCloudStorage,
+    base_url: &str,
+    project: &str,
+    bucket: &str,
+) -> Result<Provisioned, ProvisionError> {
+    let what = format!("creating GCS bucket {bucket}");
+    let token = gcs
+        .credentials()
+        .get_credential()
+        .await
+        .map_err(|e| request_error(&what, e))?;
+    let mut url = reqwest::Url::parse(&format!("{}/storage/v1/b", base_url.trim_end_matches('/')))
+        .map_err(|e| request_error(&what, e))?;
+    url.query_pairs_mut().append_pair("project", project);
+    let request = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(&token.bearer)
+        .header("content-type", "application/json")
+        .body(format!("{{\"name\":{}}}", serde_json::Value::from(bucket)));
+    let (status, text) = send(request, &what).await?;
+    match status {
+        200..=299 => Ok(Provisioned::Created),
+        409 if text.contains("already own") => Ok(Provisioned::Existed),
+        409 => Err(ProvisionError::TakenByAnother(bucket.to_owned())),
+        _ => Err(ProvisionError::Refused {
+            what,
+            status,
+            body: text.chars().take(300).collect(),
+        }),
+    }
+}
+
 /// Creates the Azure Blob container unless it exists. `endpoint` is the blob service URL
 /// (`https://<account>.blob.core.windows.net`, or an emulator's `http://host:port/<account>`).
 pub async fn ensure_azure_container(

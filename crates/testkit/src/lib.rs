@@ -4,6 +4,7 @@
 //!
 //! `tar` builds real layer archives, so that containerd can unpack what the tests push.
 
+pub mod gcs;
 pub mod image;
 pub mod process;
 pub mod tools;
@@ -41,6 +42,8 @@ pub enum Kind {
     S3,
     /// The Azurite server that the test command starts (`QUAYSIDE_TEST_AZURE_ENDPOINT`).
     Azure,
+    /// An in-process fake of GCS's XML API ([`gcs::FakeGcs`]), one per server.
+    Gcs,
 }
 
 /// Azurite's well-known development account and key (public, documented by Microsoft).
@@ -155,6 +158,18 @@ impl Server {
                 (Arc::new(ObjectBackend::new(store, "")), None)
             }
             Kind::Azure => (Arc::new(azure_backend().await), None),
+            Kind::Gcs => {
+                install_crypto();
+                let fake = gcs::FakeGcs::start().await;
+                let key = tempfile::NamedTempFile::new().expect("key file");
+                std::fs::write(key.path(), fake.key_json()).expect("write key");
+                let gcs = object_store::gcp::GoogleCloudStorageBuilder::new()
+                    .with_bucket_name("registry")
+                    .with_service_account_path(key.path().display().to_string())
+                    .build()
+                    .expect("GCS client");
+                (Arc::new(ObjectBackend::new(Arc::new(gcs), "")), None)
+            }
         };
         let store = Store::new(backend.clone(), max_manifest);
         let app = registry::router(registry::App::new(store));
