@@ -10,6 +10,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use storage::azure::{CopyWaiter, SharedKey};
+use storage::object::S3_COPY_LIMIT;
 use storage::provision::{self, ProvisionError, Provisioned};
 use storage::{Backend, FsBackend, ObjectBackend};
 use workflow::StorageSettings;
@@ -67,7 +68,7 @@ pub async fn open(settings: &StorageSettings, fsync: bool) -> anyhow::Result<Arc
                 .await
                 .map_err(|e| provision_error(e, "--s3-bucket / REGISTRY_STORAGE_S3_BUCKET"))?;
             report("s3", bucket, outcome);
-            Arc::new(ObjectBackend::new(Arc::new(s3), root))
+            Arc::new(ObjectBackend::new(Arc::new(s3), root).with_copy_limit(S3_COPY_LIMIT))
         }
         StorageSettings::Gcs {
             bucket,

@@ -124,6 +124,24 @@ async fn monolithic_push_and_pull(kind: Kind) {
     expect_error(other, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
 }
 
+/// Larger than two 8 MiB parts: multipart uploads on object stores, and on S3 (1 MiB copy limit
+/// in the tests) a multi-part streamed copy at commit.
+async fn large_blob_round_trip(kind: Kind) {
+    let s = Server::start(kind).await;
+    let data = random_bytes(20 << 20, 21);
+    let digest = push_blob(&s, "big/one", &data).await;
+    let got = client()
+        .get(s.url(&format!("/v2/big/one/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.headers()["content-length"],
+        (20u64 << 20).to_string().as_str()
+    );
+    assert!(got.bytes().await.unwrap() == data, "content differs");
+}
+
 async fn wrong_digest_is_refused_and_leaves_nothing(kind: Kind) {
     let s = Server::start(kind).await;
     let wrong = sha256(b"something else");
@@ -959,6 +977,7 @@ macro_rules! suite {
 }
 
 suite!(
+    large_blob_round_trip,
     base_endpoint,
     monolithic_push_and_pull,
     wrong_digest_is_refused_and_leaves_nothing,

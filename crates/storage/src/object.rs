@@ -45,7 +45,13 @@ pub struct ObjectBackend {
     root: String,
     /// Azure: copies may finish after Copy Blob answers; wait before deleting a source.
     copy_waiter: Option<crate::azure::CopyWaiter>,
+    /// Largest object the store copies server-side in one request (S3's CopyObject: 5 GiB);
+    /// larger ones are streamed into a multipart upload, one part in memory at a time.
+    copy_limit: u64,
 }
+
+/// S3's CopyObject limit.
+pub const S3_COPY_LIMIT: u64 = 5 << 30;
 
 impl std::fmt::Debug for ObjectBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,7 +92,14 @@ impl ObjectBackend {
             store,
             root: root.trim_matches('/').to_owned(),
             copy_waiter: None,
+            copy_limit: u64::MAX,
         }
+    }
+
+    /// Objects above `limit` bytes are copied by streaming instead of one server-side request.
+    pub fn with_copy_limit(mut self, limit: u64) -> ObjectBackend {
+        self.copy_limit = limit;
+        self
     }
 
     /// For Azure Blob, whose Copy Blob can complete asynchronously.
@@ -95,8 +108,12 @@ impl ObjectBackend {
         self
     }
 
-    /// Server-side copy that has finished when it returns.
+    /// A copy that has finished when it returns: server-side, or streamed above the copy limit.
     async fn copy_complete(&self, from: &Path, to: &Path) -> Result<(), BackendError> {
+        let size = self.store.head(from).await.map_err(err)?.size;
+        if size > self.copy_limit {
+            return self.copy_streamed(from, to).await;
+        }
         self.store.copy(from, to).await.map_err(err)?;
         if let Some(waiter) = &self.copy_waiter {
             waiter
@@ -329,6 +346,48 @@ impl Backend for ObjectBackend {
 }
 
 impl ObjectBackend {
+    /// Copies through this process in PART_SIZE parts: for objects the store cannot copy in one
+    /// request. Memory holds one part; the destination appears when the upload completes.
+    async fn copy_streamed(&self, from: &Path, to: &Path) -> Result<(), BackendError> {
+        let id = self.store.create_multipart(to).await.map_err(err)?;
+        let result = self.copy_parts(from, to, &id).await;
+        if result.is_err() {
+            let _ = self.store.abort_multipart(to, &id).await;
+        }
+        result
+    }
+
+    async fn copy_parts(&self, from: &Path, to: &Path, id: &str) -> Result<(), BackendError> {
+        let id = id.to_owned();
+        let mut source = self.store.get(from).await.map_err(err)?.into_stream();
+        let mut parts = Vec::new();
+        let mut buffer = BytesMut::with_capacity(PART_SIZE);
+        loop {
+            let next = source.next().await.transpose().map_err(err)?;
+            if let Some(chunk) = &next {
+                buffer.extend_from_slice(chunk);
+            }
+            while buffer.len() >= PART_SIZE || (next.is_none() && !buffer.is_empty()) {
+                let take = buffer.len().min(PART_SIZE);
+                let part = buffer.split_to(take).freeze();
+                let part = self
+                    .store
+                    .put_part(to, &id, parts.len(), PutPayload::from(part))
+                    .await
+                    .map_err(err)?;
+                parts.push(part);
+            }
+            if next.is_none() {
+                break;
+            }
+        }
+        self.store
+            .complete_multipart(to, &id, parts)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
     async fn discard_state(&self, key: &str, state: &UploadState) -> Result<(), BackendError> {
         if let Some(tail) = &state.tail {
             self.delete(tail).await?;
