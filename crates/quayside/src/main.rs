@@ -7,6 +7,7 @@
 //! Dependencies: `clap` (derive, with an env var per flag so the same settings work from the
 //! command line and from a Kubernetes manifest), `tracing-subscriber` (text or JSON logs).
 
+mod proxy_cmd;
 mod registry_cmd;
 mod storage_setup;
 
@@ -43,6 +44,8 @@ enum LogFormat {
 enum Command {
     /// Serve the OCI Distribution API (Docker Registry API v2).
     Registry(registry_cmd::Args),
+    /// Node-local proxy (127.0.0.1:5555) to the registry Service.
+    Proxy(proxy_cmd::Args),
 }
 
 /// Exit code for a configuration error (sysexits' EX_USAGE): the pod's logs say which key to fix.
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Registry(args) => registry_cmd::run(args).await,
+            Command::Proxy(args) => proxy_cmd::run(args).await,
         }
     });
     match result {

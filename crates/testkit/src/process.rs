@@ -18,17 +18,45 @@ pub struct Quayside {
 impl Quayside {
     /// `quayside registry --data-dir <dir> <extra...>` on a free loopback port.
     pub fn registry(bin: &str, data_dir: &Path, extra: &[&str]) -> Quayside {
-        let mut args = vec![
-            "--log-format".to_owned(),
-            "json".to_owned(),
-            "registry".to_owned(),
-            "--listen".to_owned(),
-            "127.0.0.1:0".to_owned(),
-            "--data-dir".to_owned(),
-            data_dir.display().to_string(),
-        ];
+        Quayside::registry_on(bin, "127.0.0.1:0", data_dir, extra)
+    }
+
+    /// The same on a given address.
+    pub fn registry_on(bin: &str, listen: &str, data_dir: &Path, extra: &[&str]) -> Quayside {
+        let mut args: Vec<String> = [
+            "--log-format",
+            "json",
+            "registry",
+            "--listen",
+            listen,
+            "--data-dir",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(data_dir.display().to_string());
         args.extend(extra.iter().map(|s| s.to_string()));
         Quayside::spawn(bin, &args, "registry serving")
+    }
+
+    /// `quayside proxy` on a free loopback port in front of `upstream`.
+    pub fn proxy(bin: &str, upstream: SocketAddr, extra: &[&str]) -> Quayside {
+        let mut args: Vec<String> = [
+            "--log-format",
+            "json",
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--registry-host",
+            &upstream.ip().to_string(),
+            "--registry-port",
+            &upstream.port().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Quayside::spawn(bin, &args, "proxy serving")
     }
 
     /// Runs `bin args`, waiting for the JSON log line whose message is `ready_message` and whose

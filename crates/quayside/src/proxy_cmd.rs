@@ -1,0 +1,99 @@
+//! `quayside proxy`: the node-local proxy to the registry Service.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use workflow::Secret;
+
+use crate::ConfigError;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address to listen on; a bare port (`80`, as the original chart set) means all interfaces.
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:5555")]
+    listen: String,
+    /// The registry Service's host (the chart passes `$(DEIS_REGISTRY_SERVICE_HOST)`).
+    #[arg(long, env = "REGISTRY_HOST")]
+    registry_host: String,
+    #[arg(long, env = "REGISTRY_PORT", default_value_t = 80)]
+    registry_port: u16,
+    /// Refuse everything but GET, HEAD and OPTIONS (405): nodes pull, only the builder pushes.
+    #[arg(long, env = "QUAYSIDE_PROXY_READ_ONLY", default_value_t = false, action = clap::ArgAction::Set)]
+    read_only: bool,
+    /// Basic credentials added to requests that carry none, so nodes need no registry login.
+    #[arg(long, env = "QUAYSIDE_PROXY_USERNAME", requires = "upstream_password")]
+    upstream_username: Option<String>,
+    #[arg(long, env = "QUAYSIDE_PROXY_PASSWORD", value_parser = secret, hide_env_values = true)]
+    upstream_password: Option<Secret>,
+    /// How long to wait for the registry's response headers.
+    #[arg(long, env = "QUAYSIDE_PROXY_RESPONSE_TIMEOUT", default_value = "900s", value_parser = humantime::parse_duration)]
+    response_timeout: Duration,
+}
+
+fn secret(s: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(s))
+}
+
+/// `80` → `0.0.0.0:80`; anything else must be `host:port`.
+fn listen_addr(value: &str) -> Result<SocketAddr, ConfigError> {
+    let value = value.trim();
+    let candidate = if value.bytes().all(|b| b.is_ascii_digit()) {
+        format!("0.0.0.0:{value}")
+    } else {
+        value.to_owned()
+    };
+    candidate.parse().map_err(|_| {
+        ConfigError(format!(
+            "--listen / BIND_ADDR {value:?} is not an address: use host:port (127.0.0.1:5555) or a port (80)"
+        ))
+    })
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let listen = listen_addr(&args.listen)?;
+    let upstream = format!("{}:{}", args.registry_host, args.registry_port);
+    let upstream_auth = match (&args.upstream_username, &args.upstream_password) {
+        (Some(user), Some(password)) => Some(proxy::basic_auth(user, password.expose()).ok_or_else(|| {
+            ConfigError("--upstream-username / --upstream-password contain characters a header cannot carry".into())
+        })?),
+        _ => None,
+    };
+    let config = proxy::Config {
+        upstream: upstream.clone(),
+        read_only: args.read_only,
+        upstream_auth,
+        response_timeout: args.response_timeout,
+    };
+    // Not listening before the registry answers, so the pod is not ready before it can serve.
+    proxy::wait_for_upstream(&upstream).await;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        ConfigError(format!(
+            "--listen / BIND_ADDR {listen}: cannot listen ({e}); pick a free address"
+        ))
+    })?;
+    tracing::info!(
+        listen = %listener.local_addr().unwrap_or(listen),
+        upstream,
+        read_only = args.read_only,
+        "proxy serving"
+    );
+    proxy::serve(listener, proxy::router(config), crate::shutdown_signal())
+        .await
+        .context("serving HTTP")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listen_addr;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(listen_addr("80").unwrap().to_string(), "0.0.0.0:80");
+        assert_eq!(
+            listen_addr("127.0.0.1:5555").unwrap().to_string(),
+            "127.0.0.1:5555"
+        );
+        assert!(listen_addr("localhost").is_err());
+    }
+}
