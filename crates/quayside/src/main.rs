@@ -43,7 +43,7 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the OCI Distribution API (Docker Registry API v2).
-    Registry(registry_cmd::Args),
+    Registry(Box<registry_cmd::Args>),
     /// Node-local proxy (127.0.0.1:5555) to the registry Service.
     Proxy(proxy_cmd::Args),
 }
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Registry(args) => registry_cmd::run(args).await,
+            Command::Registry(args) => registry_cmd::run(*args).await,
             Command::Proxy(args) => proxy_cmd::run(args).await,
         }
     });
