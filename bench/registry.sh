@@ -5,6 +5,8 @@
 #        STORAGE=s3 bench/registry.sh  both on one moto S3 server (installs moto[server])
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 BLOB_MIB=${BLOB_MIB:-256}
 CHUNK_MIB=${CHUNK_MIB:-8}
@@ -24,8 +26,6 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 200); do curl -fs "http://$1/v2/" >/dev/null && return; sleep 0.05; done; echo "$1 did not start" >&2; exit 1; }
 
 start_moto() {
   command -v moto_server >/dev/null || python3 -m pip install -q 'moto[server]'
@@ -87,18 +87,8 @@ rm -rf "$work/chunks2"; mkdir "$work/chunks2"; split -b "${CHUNK_MIB}M" -d -a 4 
 # Flush the test data now, so its write-back does not compete with the first server's pushes.
 sync
 
-location() { tr -d '\r' | awk 'tolower($1)=="location:" {print $2}'; }
-absolute() { case "$2" in http*) echo "$2";; *) echo "http://$1$2";; esac; }
-with_query() { case "$1" in *\?*) echo "$1&$2";; *) echo "$1?$2";; esac; }
 
-now() { date +%s.%N; }
-mibps() { python3 -c "print(f'{$1/($3-$2):.0f}')"; }
 
-push_monolithic() { # host file digest repo
-  local loc; loc=$(curl -s -D - -o /dev/null -X POST "http://$1/v2/$4/blobs/uploads/" | location)
-  loc=$(absolute "$1" "$loc")
-  curl -sf -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' -T "$2" "$(with_query "$loc" "digest=$3")"
-}
 push_chunked() { # host chunkdir digest repo
   local loc off=0 size; loc=$(curl -s -D - -o /dev/null -X POST "http://$1/v2/$4/blobs/uploads/" | location)
   for c in "$2"/c*; do
@@ -114,7 +104,6 @@ push_chunked() { # host chunkdir digest repo
 # Each throughput metric runs ROUNDS times, the two servers taking turns, and the median is kept:
 # this machine's virtual disk swings with write-back load, and turns expose both servers to it.
 ROUNDS=${ROUNDS:-3}
-median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.0f}')" "$@"; }
 
 measure_push() { # name host round
   local t0 t1
