@@ -7,6 +7,7 @@
 //! Dependencies: `clap` (derive, with an env var per flag so the same settings work from the
 //! command line and from a Kubernetes manifest), `tracing-subscriber` (text or JSON logs).
 
+mod image_cmd;
 mod proxy_cmd;
 mod registry_cmd;
 mod storage_setup;
@@ -46,6 +47,8 @@ enum Command {
     Registry(Box<registry_cmd::Args>),
     /// Node-local proxy (127.0.0.1:5555) to the registry Service.
     Proxy(proxy_cmd::Args),
+    /// Image names and pull secrets per registry location (the controller's and builder's rules).
+    Image(image_cmd::Args),
 }
 
 /// Exit code for a configuration error (sysexits' EX_USAGE): the pod's logs say which key to fix.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Registry(args) => registry_cmd::run(*args).await,
             Command::Proxy(args) => proxy_cmd::run(args).await,
+            Command::Image(args) => image_cmd::run(args),
         }
     });
     match result {
