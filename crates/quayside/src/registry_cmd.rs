@@ -27,6 +27,10 @@ pub struct Args {
     /// blob bytes bypass the registry, as distribution does; off: the registry streams them.
     #[arg(long, env = "QUAYSIDE_REDIRECT", default_value_t = false, action = clap::ArgAction::Set)]
     redirect: bool,
+    /// Longest pause allowed between two pieces of a request body; a stalled upload then fails
+    /// with 400 and can be resumed from its last acknowledged offset.
+    #[arg(long, env = "QUAYSIDE_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    body_timeout: std::time::Duration,
     #[command(flatten)]
     storage: StorageArgs,
 }
@@ -130,7 +134,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(|e| ConfigError(e.to_string()))?;
     let backend = crate::storage_setup::open(&settings, fsync).await?;
     let store = Store::new(backend, args.max_manifest_bytes);
-    let app = registry::App::new(store.clone()).with_redirect(args.redirect);
+    let app = registry::App::new(store.clone())
+        .with_redirect(args.redirect)
+        .with_body_timeout(args.body_timeout);
     let health = registry::health::HealthConfig {
         interval: args.health_interval,
         threshold: args.health_threshold.max(1),

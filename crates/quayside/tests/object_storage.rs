@@ -381,16 +381,24 @@ async fn workflow_gcs_configuration_serves_images() {
     std::fs::write(creds.path().join("registry-bucket"), "wf-registry").unwrap();
     let creds_dir = creds.path().display().to_string();
     tokio::task::spawn_blocking(move || {
-        let q = Quayside::registry(
-            BIN,
-            &std::env::temp_dir(),
-            &["--storage", "gcs", "--creds-dir", &creds_dir],
-        );
+        let start = || {
+            Quayside::registry(
+                BIN,
+                &std::env::temp_dir(),
+                &["--storage", "gcs", "--creds-dir", &creds_dir],
+            )
+        };
+        let first = start();
         assert!(
-            logged(&q, r#""storage":"gcs:wf-registry""#),
+            logged(&first, "bucket ready (created)"),
             "{:?}",
-            q.log.lock().unwrap()
+            first.log.lock().unwrap()
         );
+        drop(first);
+        // A second start finds the bucket.
+        let q = start();
+        assert!(logged(&q, "bucket exists"), "{:?}", q.log.lock().unwrap());
+        assert!(logged(&q, r#""storage":"gcs:wf-registry""#));
         let skopeo = Skopeo::new();
         let work = tempfile::tempdir().unwrap();
         let img = Image::new(61, &[9 << 20, 300], "amd64");

@@ -329,3 +329,79 @@ async fn memory_stays_flat_while_two_gib_stream_through() {
         "peak RSS {after_pull} KiB grew with the blob"
     );
 }
+
+#[test]
+fn a_stalled_chunk_times_out_and_the_upload_resumes_from_the_last_acknowledged_offset() {
+    use std::io::{Read, Write};
+    let data_dir = tempfile::tempdir().unwrap();
+    let q = Quayside::registry(BIN, data_dir.path(), &["--body-timeout", "1s"]);
+    let data = random_bytes(1100, 9);
+    let digest = sha256(&data);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = testkit::http_client();
+    let loc = rt.block_on(async {
+        let resp = c
+            .post(q.url("/v2/app/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        let loc = location(&resp);
+        let resp = c
+            .patch(q.url(&loc))
+            .header("content-range", "0-99")
+            .body(data[..100].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        loc
+    });
+
+    // 300 of 1000 declared bytes, then silence.
+    let mut conn = std::net::TcpStream::connect(q.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    write!(
+        conn,
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Range: 100-1099\r\nContent-Length: 1000\r\n\r\n"
+    )
+    .unwrap();
+    conn.write_all(&data[100..400]).unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let n = conn.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("BLOB_UPLOAD_INVALID"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    rt.block_on(async {
+        let status = c.get(q.url(&loc)).send().await.unwrap();
+        assert_eq!(
+            status.headers()["range"],
+            "0-99",
+            "the stalled bytes were not acknowledged"
+        );
+        let resp = c
+            .patch(q.url(&loc))
+            .header("content-range", "100-1099")
+            .body(data[100..].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        assert_eq!(resp.headers()["range"], "0-1099");
+        let resp = c
+            .put(q.url(&format!("{loc}?digest={digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let got = c
+            .get(q.url(&format!("/v2/app/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert!(got.bytes().await.unwrap() == data);
+    });
+}

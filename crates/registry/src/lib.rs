@@ -30,7 +30,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use oci::ErrorCode;
 use serde::Deserialize;
 use storage::{ByteStream, Store};
@@ -59,6 +59,9 @@ pub struct App {
     pub health: Arc<health::Health>,
     /// Answer blob GETs with a redirect to a presigned storage URL, where storage can sign one.
     pub redirect: bool,
+    /// Longest pause allowed between two pieces of a request body: a stalled upload must not hold
+    /// its connection (and, on disk, a writer thread) forever.
+    pub body_timeout: std::time::Duration,
 }
 
 impl App {
@@ -68,7 +71,13 @@ impl App {
             metrics: Arc::new(metrics::Metrics::default()),
             health: Arc::new(health::Health::default()),
             redirect: false,
+            body_timeout: std::time::Duration::from_secs(60),
         }
+    }
+
+    pub fn with_body_timeout(mut self, timeout: std::time::Duration) -> App {
+        self.body_timeout = timeout;
+        self
     }
 
     pub fn with_redirect(mut self, redirect: bool) -> App {
@@ -217,7 +226,24 @@ fn labelled(mut response: Response, label: &'static str) -> Response {
     response
 }
 
-/// A request body as the store consumes it.
-pub(crate) fn body_stream(body: Body) -> ByteStream {
-    Box::pin(body.into_data_stream().map_err(io::Error::other))
+/// A request body as the store consumes it; a pause longer than `idle` ends it with an error.
+pub(crate) fn body_stream(body: Body, idle: std::time::Duration) -> ByteStream {
+    let data = body.into_data_stream().map_err(io::Error::other);
+    Box::pin(futures_util::stream::unfold(
+        Some(data),
+        move |state| async move {
+            let mut data = state?;
+            match tokio::time::timeout(idle, data.next()).await {
+                Ok(Some(item)) => Some((item, Some(data))),
+                Ok(None) => None,
+                Err(_) => {
+                    let stalled = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no request body data for {idle:?}"),
+                    );
+                    Some((Err(stalled), None))
+                }
+            }
+        },
+    ))
 }

@@ -60,9 +60,15 @@ pub async fn put(
         return Err(too_big());
     }
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    let bytes = http_body_util::Limited::new(body, limit_usize)
-        .collect()
+    let collect = http_body_util::Limited::new(body, limit_usize).collect();
+    let bytes = tokio::time::timeout(app.body_timeout, collect)
         .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::ManifestInvalid,
+                format!("manifest body not received within {:?}", app.body_timeout),
+            )
+        })?
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 too_big()

@@ -32,7 +32,7 @@ pub async fn start(
         Some(digest) => {
             let digest = parse_digest(digest)?;
             app.store
-                .upload_finish(name, id, &digest, Some(body_stream(body)))
+                .upload_finish(name, id, &digest, Some(body_stream(body, app.body_timeout)))
                 .await?;
             Ok(response::blob_created(name, &digest))
         }
@@ -79,7 +79,13 @@ pub async fn patch(
     let start = range.map(|(start, _)| start);
     match app
         .store
-        .upload_append(name, id, start, expected, body_stream(body))
+        .upload_append(
+            name,
+            id,
+            start,
+            expected,
+            body_stream(body, app.body_timeout),
+        )
         .await
     {
         Ok(offset) => Ok(response::upload_progress(
@@ -111,7 +117,7 @@ pub async fn put(
     })?;
     let digest = parse_digest(digest)?;
     app.store
-        .upload_finish(name, id, &digest, Some(body_stream(body)))
+        .upload_finish(name, id, &digest, Some(body_stream(body, app.body_timeout)))
         .await?;
     Ok(response::blob_created(name, &digest))
 }

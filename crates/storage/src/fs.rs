@@ -190,19 +190,27 @@ impl Backend for FsBackend {
         if offset == 0 {
             create_parent(&path).await?;
         }
-        let file = fs::OpenOptions::new()
-            .create(offset == 0)
-            .append(true)
-            .open(&path)
-            .await
-            .map_err(not_found)?;
-        let current = file.metadata().await?.len();
-        if current != offset {
-            return Err(BackendError::OffsetMismatch { current });
-        }
+        let opened = path.clone();
+        let file = blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(offset == 0)
+                .append(true)
+                .open(&opened)?;
+            let (committed, _) = committed(&opened, file.metadata()?.len());
+            if committed != offset {
+                return Ok(Err(committed));
+            }
+            // Bytes past the committed length are from an append that failed or was abandoned
+            // (its client got no 202): drop them so the retry lands where the client expects.
+            file.set_len(committed)?;
+            Ok(Ok(file))
+        })
+        .await
+        .map_err(not_found)?
+        .map_err(|current| BackendError::OffsetMismatch { current })?;
         Ok(Box::new(FsAppender::start(
-            file.into_std().await,
-            current,
+            file,
+            offset,
             self.sync,
             meta_path(&path),
         )))
@@ -210,17 +218,13 @@ impl Backend for FsBackend {
 
     async fn appended(&self, key: &str) -> Result<Appended, BackendError> {
         let path = self.path(key);
-        Ok(blocking(move || {
-            let len = std::fs::metadata(&path)?.len();
-            // The sidecar names the length it was written for; after a crash between the data
-            // and the sidecar it names an older length and is ignored.
-            let meta = std::fs::read(meta_path(&path))
-                .ok()
-                .and_then(|m| decode_meta(&m, len));
-            Ok(Appended { len, meta })
+        let (len, meta) = blocking(move || {
+            let file_len = std::fs::metadata(&path)?.len();
+            Ok(committed(&path, file_len))
         })
         .await
-        .map_err(not_found)?)
+        .map_err(not_found)?;
+        Ok(Appended { len, meta })
     }
 
     async fn rename(&self, src: &str, dest: &str) -> Result<(), BackendError> {
@@ -239,6 +243,14 @@ impl Backend for FsBackend {
         let dest = self.path(dest);
         create_parent(&dest).await?;
         let src = self.path(src);
+        let trimmed = src.clone();
+        blocking(move || {
+            let file = std::fs::OpenOptions::new().write(true).open(&trimmed)?;
+            let (committed, _) = committed(&trimmed, file.metadata()?.len());
+            file.set_len(committed)
+        })
+        .await
+        .map_err(not_found)?;
         fs::rename(&src, dest).await.map_err(not_found)?;
         ok_if_missing(fs::remove_file(meta_path(&src)).await)
     }
@@ -323,9 +335,19 @@ fn encode_meta(len: u64, meta: &[u8]) -> Vec<u8> {
     out
 }
 
-fn decode_meta(bytes: &[u8], len: u64) -> Option<Bytes> {
-    let (prefix, meta) = bytes.split_at_checked(8)?;
-    (u64::from_le_bytes(prefix.try_into().ok()?) == len).then(|| Bytes::copy_from_slice(meta))
+/// The committed length of an append-only file and the metadata published with it: what the
+/// sidecar names. Bytes past it were never acknowledged. Without a readable sidecar (or one that
+/// names more than the file holds) the whole file counts, with no metadata.
+fn committed(data: &Path, file_len: u64) -> (u64, Option<Bytes>) {
+    let decoded = std::fs::read(meta_path(data)).ok().and_then(|m| {
+        let (prefix, meta) = m.split_at_checked(8)?;
+        let len = u64::from_le_bytes(prefix.try_into().ok()?);
+        Some((len, Bytes::copy_from_slice(meta)))
+    });
+    match decoded {
+        Some((len, meta)) if len <= file_len => (len, Some(meta)),
+        _ => (file_len, None),
+    }
 }
 
 /// Writes `data` to `tmp` and renames it over `dest`: readers see the old file or the new one.

@@ -76,13 +76,15 @@ impl Quayside {
         let ready_message = ready_message.to_owned();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && v["message"] == ready_message.as_str()
-                    && let Some(addr) = v["listen"].as_str().and_then(|a| a.parse().ok())
-                {
+                let ready = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .filter(|v| v["message"] == ready_message.as_str())
+                    .and_then(|v| v["listen"].as_str()?.parse::<SocketAddr>().ok());
+                // Log first: a test that sees the process ready must also see the line.
+                sink.lock().expect("log lock").push(line);
+                if let Some(addr) = ready {
                     let _ = tx.send(addr);
                 }
-                sink.lock().expect("log lock").push(line);
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(30)) {
