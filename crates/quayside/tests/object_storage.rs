@@ -428,3 +428,37 @@ async fn workflow_gcs_configuration_serves_images() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_second_push_of_a_stored_blob_leaves_no_multipart_upload_open() {
+    let bucket = format!("dup-{}", uuid_like());
+    let creds = keyfile(&bucket);
+    let q = s3_registry(creds.path());
+    let data = random_bytes(20 << 20, 13);
+    let digest = sha256(&data);
+    let c = testkit::http_client();
+    for repo in ["first", "second"] {
+        let resp = c
+            .post(q.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    let moto: std::net::SocketAddr = testkit::s3_endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let (status, listing) = tokio::task::spawn_blocking(move || {
+        testkit::http(moto, "GET", &format!("/{bucket}?uploads"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{listing}");
+    assert!(listing.contains("ListMultipartUploadsResult"), "{listing}");
+    assert!(
+        !listing.contains("<Upload>"),
+        "multipart uploads left open: {listing}"
+    );
+}

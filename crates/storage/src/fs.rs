@@ -39,10 +39,6 @@ impl FsBackend {
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn path(&self, key: &str) -> PathBuf {
         self.root.join(key)
     }

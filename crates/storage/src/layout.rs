@@ -64,11 +64,6 @@ pub fn blob_data(d: &Digest) -> String {
     )
 }
 
-/// The directory of all blobs of one algorithm (for garbage collection and verification tools).
-pub fn blobs_root() -> String {
-    format!("{ROOT}/blobs")
-}
-
 pub fn repositories() -> String {
     format!("{ROOT}/repositories")
 }

@@ -92,10 +92,13 @@ impl Store {
             Some(hasher) => {
                 self.verify(name, id, digest, hasher.finish()).await?;
                 let blob = layout::blob_data(digest);
+                let data = layout::upload_data(name, id);
                 if self.exists(&blob).await?.is_none() {
-                    self.backend
-                        .commit(&layout::upload_data(name, id), &blob)
-                        .await?;
+                    self.backend.commit(&data, &blob).await?;
+                } else {
+                    // Already stored: drop this copy (on object stores an unfinished multipart
+                    // upload is kept, and billed, until aborted).
+                    self.backend.abort(&data).await?;
                 }
             }
             None => self.verify_by_reading(name, id, digest).await?,
