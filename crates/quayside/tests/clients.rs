@@ -1,8 +1,6 @@
 //! Real registry clients against the `quayside registry` binary: skopeo and containerd's `ctr`.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::path::Path;
-
 use testkit::image::{self, Image};
 use testkit::process::Quayside;
 use testkit::tools::{Containerd, Skopeo};
@@ -12,17 +10,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_quayside");
 fn registry() -> (Quayside, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     (Quayside::registry(BIN, data.path(), &[]), data)
-}
-
-/// Every blob of `img` is in the OCI layout at `dir`, byte for byte.
-fn assert_layout_holds(dir: &Path, blobs: &[&image::Blob]) {
-    for b in blobs {
-        let path = dir
-            .join("blobs/sha256")
-            .join(b.digest.trim_start_matches("sha256:"));
-        let got = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(got == b.data, "{} differs after the round trip", b.digest);
-    }
 }
 
 #[test]
@@ -44,9 +31,7 @@ fn skopeo_round_trips_a_multi_layer_image() {
     skopeo.run(&["copy", "--dest-tls-verify=false", &src, &remote]);
     skopeo.run(&["copy", "--src-tls-verify=false", &remote, &dst]);
 
-    let mut blobs: Vec<&image::Blob> = img.blobs().collect();
-    blobs.push(&img.manifest);
-    assert_layout_holds(&work.path().join("dst"), &blobs);
+    image::assert_layout_holds(&work.path().join("dst"), img.all());
 
     let inspect: serde_json::Value =
         serde_json::from_str(&skopeo.run(&["inspect", "--tls-verify=false", &remote])).unwrap();
@@ -75,10 +60,11 @@ fn skopeo_round_trips_a_two_platform_index() {
     skopeo.run(&["copy", "--all", "--dest-tls-verify=false", &src, &remote]);
     skopeo.run(&["copy", "--all", "--src-tls-verify=false", &remote, &dst]);
 
-    let mut blobs: Vec<&image::Blob> = images.iter().flat_map(|i| i.blobs()).collect();
-    blobs.extend(images.iter().map(|i| &i.manifest));
-    blobs.push(&index);
-    assert_layout_holds(&work.path().join("dst"), &blobs);
+    let blobs = images.iter().flat_map(|i| i.all());
+    image::assert_layout_holds(
+        &work.path().join("dst"),
+        blobs.chain(std::iter::once(&index)),
+    );
     let raw = skopeo.run(&["inspect", "--raw", "--tls-verify=false", &remote]);
     assert_eq!(raw.as_bytes(), index.data.as_slice());
 }

@@ -48,19 +48,8 @@ impl Fixture {
         let target = format!("oci:{}:v1", dst.display());
         self.skopeo
             .run(&["copy", "--all", "--src-tls-verify=false", &remote, &target]);
-        let mut blobs: Vec<&image::Blob> = self.images.iter().flat_map(|i| i.blobs()).collect();
-        blobs.extend(self.images.iter().map(|i| &i.manifest));
-        blobs.push(&self.index);
-        for b in blobs {
-            let path = dst
-                .join("blobs/sha256")
-                .join(b.digest.trim_start_matches("sha256:"));
-            assert!(
-                std::fs::read(&path).unwrap() == b.data,
-                "{} differs",
-                b.digest
-            );
-        }
+        let blobs = self.images.iter().flat_map(|i| i.all());
+        image::assert_layout_holds(&dst, blobs.chain(std::iter::once(&self.index)));
         let tags = self.skopeo.run(&[
             "list-tags",
             "--tls-verify=false",

@@ -222,17 +222,7 @@ fn quayside_serves_a_bucket_written_by_distributions_s3_driver() {
         &format!("docker://{}/legacy/app:v1", q.addr),
         &dst,
     ]);
-    for b in img.blobs().chain(std::iter::once(&img.manifest)) {
-        let path = work
-            .path()
-            .join("dst/blobs/sha256")
-            .join(b.digest.trim_start_matches("sha256:"));
-        assert!(
-            std::fs::read(path).unwrap() == b.data,
-            "{} differs",
-            b.digest
-        );
-    }
+    image::assert_layout_holds(&work.path().join("dst"), img.all());
 }
 
 fn uuid_like() -> String {
@@ -413,17 +403,7 @@ async fn workflow_gcs_configuration_serves_images() {
         let dst = format!("oci:{}:v1", work.path().join("dst").display());
         skopeo.run(&["copy", "--dest-tls-verify=false", &src, &remote]);
         skopeo.run(&["copy", "--src-tls-verify=false", &remote, &dst]);
-        for b in img.blobs().chain(std::iter::once(&img.manifest)) {
-            let path = work
-                .path()
-                .join("dst/blobs/sha256")
-                .join(b.digest.trim_start_matches("sha256:"));
-            assert!(
-                std::fs::read(path).unwrap() == b.data,
-                "{} differs",
-                b.digest
-            );
-        }
+        image::assert_layout_holds(&work.path().join("dst"), img.all());
     })
     .await
     .unwrap();

@@ -48,17 +48,7 @@ fn clients_push_and_pull_through_the_proxy_and_through_a_read_only_one() {
         &format!("docker://{}/app:v1", read_only.addr),
         &dst,
     ]);
-    for b in img.blobs().chain(std::iter::once(&img.manifest)) {
-        let path = work
-            .path()
-            .join("dst/blobs/sha256")
-            .join(b.digest.trim_start_matches("sha256:"));
-        assert!(
-            std::fs::read(path).unwrap() == b.data,
-            "{} differs",
-            b.digest
-        );
-    }
+    image::assert_layout_holds(&work.path().join("dst"), img.all());
 
     let ctd = Containerd::start();
     ctd.ctr(&[

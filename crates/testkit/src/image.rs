@@ -83,6 +83,11 @@ impl Image {
     pub fn blobs(&self) -> impl Iterator<Item = &Blob> {
         std::iter::once(&self.config).chain(&self.layers)
     }
+
+    /// Config, layers and the manifest: everything a copy of the image must hold.
+    pub fn all(&self) -> impl Iterator<Item = &Blob> {
+        self.blobs().chain(std::iter::once(&self.manifest))
+    }
 }
 
 /// An image index over `images`.
@@ -149,4 +154,15 @@ pub fn write_layout(dir: &Path, images: &[Image], top: Option<&Blob>, tag: &str)
     let index_json = json!({"schemaVersion": 2, "manifests": [entry]});
     std::fs::write(dir.join("index.json"), index_json.to_string()).expect("index.json");
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("layout");
+}
+
+/// Panics unless the OCI layout at `dir` holds every one of `blobs`, byte for byte.
+pub fn assert_layout_holds<'a>(dir: &Path, blobs: impl IntoIterator<Item = &'a Blob>) {
+    for b in blobs {
+        let path = dir
+            .join("blobs/sha256")
+            .join(b.digest.trim_start_matches("sha256:"));
+        let got = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(got == b.data, "{} differs after the round trip", b.digest);
+    }
 }
