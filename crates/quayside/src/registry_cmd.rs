@@ -31,6 +31,9 @@ pub struct Args {
     /// with 400 and can be resumed from its last acknowledged offset.
     #[arg(long, env = "QUAYSIDE_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     body_timeout: std::time::Duration,
+    /// Longest time a connection may take to send a request's headers.
+    #[arg(long, env = "QUAYSIDE_HEADER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    header_timeout: std::time::Duration,
     #[command(flatten)]
     storage: StorageArgs,
 }
@@ -156,7 +159,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         storage = %describe(&settings),
         "registry serving"
     );
-    registry::serve(listener, app, crate::shutdown_signal())
+    registry::serve(listener, app, args.header_timeout, crate::shutdown_signal())
         .await
         .context("serving HTTP")
 }

@@ -405,3 +405,28 @@ fn a_stalled_chunk_times_out_and_the_upload_resumes_from_the_last_acknowledged_o
         assert!(got.bytes().await.unwrap() == data);
     });
 }
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use std::io::{Read, Write};
+    let data_dir = tempfile::tempdir().unwrap();
+    let q = Quayside::registry(BIN, data_dir.path(), &["--header-timeout", "1s"]);
+    let mut conn = std::net::TcpStream::connect(q.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    conn.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 512];
+    let closed = match conn.read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).contains(" 408 "),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "the connection stayed open");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(testkit::http_get(q.addr, "/v2/").0, 200);
+}

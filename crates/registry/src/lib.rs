@@ -19,6 +19,7 @@ mod manifests;
 pub mod metrics;
 mod response;
 pub mod route;
+mod server;
 mod telemetry;
 mod uploads;
 
@@ -40,16 +41,7 @@ use crate::route::{RouteError, Target};
 
 pub use axum::Router;
 
-/// Serves `router` on `listener` until `shutdown` resolves, then finishes requests in flight.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
+pub use server::serve;
 
 /// What every handler needs. Cheap to clone.
 #[derive(Clone)]
