@@ -7,7 +7,8 @@
 //! (`read_only`: nodes only pull) or adds upstream Basic credentials (nodes need none).
 //!
 //! Dependencies: `hyper-util`'s pooled client (plain HTTP/1.1 to the Service; no TLS inside the
-//! cluster), `axum` to serve, `base64` for the Basic credential.
+//! cluster), `axum` for the router (served by the `serve` crate), `base64` for the Basic
+//! credential.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -86,20 +87,6 @@ pub async fn wait_for_upstream(upstream: &str) {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-}
-
-/// Serves until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }
 
 async fn forward(

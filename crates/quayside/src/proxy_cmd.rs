@@ -26,6 +26,9 @@ pub struct Args {
     upstream_username: Option<String>,
     #[arg(long, env = "QUAYSIDE_PROXY_PASSWORD", value_parser = secret, hide_env_values = true)]
     upstream_password: Option<Secret>,
+    /// Longest time a connection may take to send a request's headers.
+    #[arg(long, env = "QUAYSIDE_HEADER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
     /// How long to wait for the registry's response headers.
     #[arg(long, env = "QUAYSIDE_PROXY_RESPONSE_TIMEOUT", default_value = "900s", value_parser = humantime::parse_duration)]
     response_timeout: Duration,
@@ -78,9 +81,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         read_only = args.read_only,
         "proxy serving"
     );
-    proxy::serve(listener, proxy::router(config), crate::shutdown_signal())
-        .await
-        .context("serving HTTP")
+    serve::serve(
+        listener,
+        proxy::router(config),
+        args.header_timeout,
+        crate::shutdown_signal(),
+    )
+    .await
+    .context("serving HTTP")
 }
 
 #[cfg(test)]

@@ -159,7 +159,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         storage = %describe(&settings),
         "registry serving"
     );
-    registry::serve(listener, app, args.header_timeout, crate::shutdown_signal())
+    serve::serve(listener, app, args.header_timeout, crate::shutdown_signal())
         .await
         .context("serving HTTP")
 }

@@ -19,7 +19,6 @@ mod manifests;
 pub mod metrics;
 mod response;
 pub mod route;
-mod server;
 mod telemetry;
 mod uploads;
 
@@ -40,8 +39,6 @@ use crate::error::ApiError;
 use crate::route::{RouteError, Target};
 
 pub use axum::Router;
-
-pub use server::serve;
 
 /// What every handler needs. Cheap to clone.
 #[derive(Clone)]

@@ -196,7 +196,7 @@ impl Server {
 
 async fn axum_serve(listener: tokio::net::TcpListener, app: registry::Router) {
     let timeout = std::time::Duration::from_secs(30);
-    let _ = registry::serve(listener, app, timeout, std::future::pending()).await;
+    let _ = serve::serve(listener, app, timeout, std::future::pending()).await;
 }
 
 /// `sha256:<hex>` of some bytes.
