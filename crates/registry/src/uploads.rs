@@ -32,7 +32,7 @@ pub async fn start(
         Some(digest) => {
             let digest = parse_digest(digest)?;
             app.store
-                .upload_finish(name, id, &digest, Some(body_stream(body, app.body_timeout)))
+                .upload_finish(name, id, &digest, body_stream(body, app.body_timeout))
                 .await?;
             Ok(response::blob_created(name, &digest))
         }
@@ -117,7 +117,7 @@ pub async fn put(
     })?;
     let digest = parse_digest(digest)?;
     app.store
-        .upload_finish(name, id, &digest, Some(body_stream(body, app.body_timeout)))
+        .upload_finish(name, id, &digest, body_stream(body, app.body_timeout))
         .await?;
     Ok(response::blob_created(name, &digest))
 }

@@ -133,7 +133,7 @@ impl ObjectBackend {
     }
 
     fn state_path(&self, key: &str) -> Path {
-        self.path(&format!("{key}.quayside-upload"))
+        self.path(&state_key(key))
     }
 
     async fn load_state(&self, key: &str) -> Result<UploadState, BackendError> {
@@ -392,8 +392,13 @@ impl ObjectBackend {
         if let Some(tail) = &state.tail {
             self.delete(tail).await?;
         }
-        self.delete(&format!("{key}.quayside-upload")).await
+        self.delete(&state_key(key)).await
     }
+}
+
+/// The key of an upload's state object, beside its data.
+fn state_key(key: &str) -> String {
+    format!("{key}.quayside-upload")
 }
 
 struct ObjectAppender {

@@ -25,10 +25,7 @@ pub enum ProvisionError {
     },
 }
 
-pub(crate) fn request_error(
-    what: &str,
-    e: impl std::error::Error + Send + Sync + 'static,
-) -> ProvisionError {
+fn request_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> ProvisionError {
     ProvisionError::Request {
         what: what.to_owned(),
         source: Box::new(e),

@@ -60,7 +60,7 @@ impl Store {
         if start.is_some_and(|s| s != current) {
             return Err(StoreError::UploadOffset { current });
         }
-        let end = self
+        let (end, _) = self
             .append_hashed(name, id, appended, STREAMING_ALGORITHM, body)
             .await?;
         match len {
@@ -72,23 +72,20 @@ impl Store {
         }
     }
 
-    /// Appends the last chunk (if any), verifies the digest and makes the blob visible in the
-    /// repository. Returns its size. A digest mismatch ends the upload.
+    /// Appends the last chunk (possibly empty), verifies the digest and makes the blob visible in
+    /// the repository. Returns its size. A digest mismatch ends the upload.
     pub async fn upload_finish(
         &self,
         name: &RepoName,
         id: UploadId,
         digest: &Digest,
-        body: Option<ByteStream>,
+        body: ByteStream,
     ) -> Result<u64, StoreError> {
-        let mut appended = self.appended(name, id).await?;
-        if let Some(body) = body {
-            self.append_hashed(name, id, appended, digest.algorithm(), body)
-                .await?;
-            appended = self.appended(name, id).await?;
-        }
-        let offset = appended.len;
-        match self.hasher_at(digest.algorithm(), &appended) {
+        let appended = self.appended(name, id).await?;
+        let (offset, hasher) = self
+            .append_hashed(name, id, appended, digest.algorithm(), body)
+            .await?;
+        match hasher {
             Some(hasher) => {
                 self.verify(name, id, digest, hasher.finish()).await?;
                 let blob = layout::blob_data(digest);
@@ -162,6 +159,8 @@ impl Store {
         Ok(())
     }
 
+    /// Appends `body`, hashing it on top of the state published so far. Returns the new length
+    /// and the hash of everything appended (`None` when no usable state came before).
     async fn append_hashed(
         &self,
         name: &RepoName,
@@ -169,7 +168,7 @@ impl Store {
         appended: Appended,
         alg: Algorithm,
         mut body: ByteStream,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<(u64, Option<Hasher>), StoreError> {
         // Without the hash of what came before, keep appending and verify by reading at the end.
         let mut hasher = self.hasher_at(alg, &appended);
         let mut out = match self
@@ -190,7 +189,8 @@ impl Store {
             out.write(chunk).await?;
         }
         let meta = hasher.as_ref().map(encode_state).unwrap_or_default();
-        Ok(out.finish(meta).await?)
+        let end = out.finish(meta).await?;
+        Ok((end, hasher))
     }
 
     /// The hash of the upload's bytes so far, from the state published with its length.
