@@ -28,8 +28,8 @@ fn skopeo_round_trips_a_multi_layer_image() {
     let remote = format!("docker://{}/apps/web:v1", reg.addr);
     let src = format!("oci:{}:v1", work.path().join("src").display());
     let dst = format!("oci:{}:v1", work.path().join("dst").display());
-    skopeo.run(&["copy", "--dest-tls-verify=false", &src, &remote]);
-    skopeo.run(&["copy", "--src-tls-verify=false", &remote, &dst]);
+    skopeo.copy(&src, &remote);
+    skopeo.copy(&remote, &dst);
 
     image::assert_layout_holds(&work.path().join("dst"), img.all());
 
@@ -57,8 +57,8 @@ fn skopeo_round_trips_a_two_platform_index() {
     let remote = format!("docker://{}/apps/multi:multi", reg.addr);
     let src = format!("oci:{}:multi", work.path().join("src").display());
     let dst = format!("oci:{}:multi", work.path().join("dst").display());
-    skopeo.run(&["copy", "--all", "--dest-tls-verify=false", &src, &remote]);
-    skopeo.run(&["copy", "--all", "--src-tls-verify=false", &remote, &dst]);
+    skopeo.copy_all(&src, &remote);
+    skopeo.copy_all(&remote, &dst);
 
     let blobs = images.iter().flat_map(|i| i.all());
     image::assert_layout_holds(
@@ -78,7 +78,7 @@ fn skopeo_deletes_an_image() {
     image::write_layout(work.path(), std::slice::from_ref(&img), None, "v1");
     let remote = format!("docker://{}/gone:v1", reg.addr);
     let src = format!("oci:{}:v1", work.path().display());
-    skopeo.run(&["copy", "--dest-tls-verify=false", &src, &remote]);
+    skopeo.copy(&src, &remote);
     skopeo.run(&["delete", "--tls-verify=false", &remote]);
     let status = std::process::Command::new("skopeo")
         .args(["inspect", "--tls-verify=false", &remote])
@@ -97,12 +97,7 @@ fn containerd_pulls_unpacks_and_pushes() {
     image::write_layout(work.path(), std::slice::from_ref(&img), None, "v1");
     let reference = format!("{}/ctr/app:v1", reg.addr);
     let src = format!("oci:{}:v1", work.path().display());
-    skopeo.run(&[
-        "copy",
-        "--dest-tls-verify=false",
-        &src,
-        &format!("docker://{reference}"),
-    ]);
+    skopeo.copy(&src, &format!("docker://{reference}"));
 
     let ctd = Containerd::start();
     ctd.ctr(&[

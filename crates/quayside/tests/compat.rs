@@ -37,8 +37,7 @@ impl Fixture {
     fn push(&self, addr: std::net::SocketAddr) {
         let src = format!("oci:{}:v1", self.work.path().join("src").display());
         let remote = format!("docker://{addr}/compat/app:v1");
-        self.skopeo
-            .run(&["copy", "--all", "--dest-tls-verify=false", &src, &remote]);
+        self.skopeo.copy_all(&src, &remote);
     }
 
     /// Pulls everything back through `addr` and checks it byte for byte.
@@ -46,8 +45,7 @@ impl Fixture {
         let dst = self.work.path().join(format!("dst-{}", addr.port()));
         let remote = format!("docker://{addr}/compat/app:v1");
         let target = format!("oci:{}:v1", dst.display());
-        self.skopeo
-            .run(&["copy", "--all", "--src-tls-verify=false", &remote, &target]);
+        self.skopeo.copy_all(&remote, &target);
         let blobs = self.images.iter().flat_map(|i| i.all());
         image::assert_layout_holds(&dst, blobs.chain(std::iter::once(&self.index)));
         let tags = self.skopeo.run(&[

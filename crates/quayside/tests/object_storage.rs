@@ -115,7 +115,7 @@ fn workflow_s3_configuration_creates_the_bucket_once_and_serves_images() {
         image::write_layout(work.path(), std::slice::from_ref(&img), None, "v1");
         let remote = format!("docker://{}/apps/web:v1", q.addr);
         let src = format!("oci:{}:v1", work.path().display());
-        skopeo.run(&["copy", "--dest-tls-verify=false", &src, &remote]);
+        skopeo.copy(&src, &remote);
         let inspect = skopeo.run(&["inspect", "--tls-verify=false", &remote]);
         assert!(inspect.contains(&img.manifest.digest), "{inspect}");
     }
@@ -206,22 +206,12 @@ fn quayside_serves_a_bucket_written_by_distributions_s3_driver() {
         "v1",
     );
     let src = format!("oci:{}:v1", work.path().join("src").display());
-    skopeo.run(&[
-        "copy",
-        "--dest-tls-verify=false",
-        &src,
-        &format!("docker://{}/legacy/app:v1", dist.addr),
-    ]);
+    skopeo.copy(&src, &format!("docker://{}/legacy/app:v1", dist.addr));
     drop(dist);
 
     let q = s3_registry(creds.path());
     let dst = format!("oci:{}:v1", work.path().join("dst").display());
-    skopeo.run(&[
-        "copy",
-        "--src-tls-verify=false",
-        &format!("docker://{}/legacy/app:v1", q.addr),
-        &dst,
-    ]);
+    skopeo.copy(&format!("docker://{}/legacy/app:v1", q.addr), &dst);
     image::assert_layout_holds(&work.path().join("dst"), img.all());
 }
 
@@ -273,12 +263,7 @@ fn workflow_azure_configuration_creates_the_container_once_and_serves_images() {
         let img = Image::new(51, &[3 << 20, 700], "amd64");
         image::write_layout(work.path(), std::slice::from_ref(&img), None, "v1");
         let remote = format!("docker://{}/apps/az:v1", q.addr);
-        skopeo.run(&[
-            "copy",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:v1", work.path().display()),
-            &remote,
-        ]);
+        skopeo.copy(&format!("oci:{}:v1", work.path().display()), &remote);
         let inspect = skopeo.run(&["inspect", "--tls-verify=false", &remote]);
         assert!(inspect.contains(&img.manifest.digest), "{inspect}");
     }
@@ -401,8 +386,8 @@ async fn workflow_gcs_configuration_serves_images() {
         let remote = format!("docker://{}/apps/gcs:v1", q.addr);
         let src = format!("oci:{}:v1", work.path().join("src").display());
         let dst = format!("oci:{}:v1", work.path().join("dst").display());
-        skopeo.run(&["copy", "--dest-tls-verify=false", &src, &remote]);
-        skopeo.run(&["copy", "--src-tls-verify=false", &remote, &dst]);
+        skopeo.copy(&src, &remote);
+        skopeo.copy(&remote, &dst);
         image::assert_layout_holds(&work.path().join("dst"), img.all());
     })
     .await

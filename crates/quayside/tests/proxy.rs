@@ -35,19 +35,9 @@ fn clients_push_and_pull_through_the_proxy_and_through_a_read_only_one() {
     );
     let src = format!("oci:{}:v1", work.path().join("src").display());
 
-    skopeo.run(&[
-        "copy",
-        "--dest-tls-verify=false",
-        &src,
-        &format!("docker://{}/app:v1", proxy.addr),
-    ]);
+    skopeo.copy(&src, &format!("docker://{}/app:v1", proxy.addr));
     let dst = format!("oci:{}:v1", work.path().join("dst").display());
-    skopeo.run(&[
-        "copy",
-        "--src-tls-verify=false",
-        &format!("docker://{}/app:v1", read_only.addr),
-        &dst,
-    ]);
+    skopeo.copy(&format!("docker://{}/app:v1", read_only.addr), &dst);
     image::assert_layout_holds(&work.path().join("dst"), img.all());
 
     let ctd = Containerd::start();

@@ -45,6 +45,30 @@ impl Skopeo {
         Skopeo { dir }
     }
 
+    /// `skopeo copy from to`, with plain HTTP allowed on whichever side is a registry
+    /// (`docker://…`); panics if it fails.
+    pub fn copy(&self, from: &str, to: &str) {
+        self.copy_with(&[], from, to);
+    }
+
+    /// The same for every platform of an index (`--all`).
+    pub fn copy_all(&self, from: &str, to: &str) {
+        self.copy_with(&["--all"], from, to);
+    }
+
+    fn copy_with(&self, extra: &[&str], from: &str, to: &str) {
+        let mut args = vec!["copy"];
+        args.extend_from_slice(extra);
+        if from.starts_with("docker://") {
+            args.push("--src-tls-verify=false");
+        }
+        if to.starts_with("docker://") {
+            args.push("--dest-tls-verify=false");
+        }
+        args.extend([from, to]);
+        self.run(&args);
+    }
+
     /// Runs `skopeo <args>` and returns its stdout; panics with its output if it fails.
     pub fn run(&self, args: &[&str]) -> String {
         let policy = self.dir.path().join("policy.json");
