@@ -7,8 +7,10 @@
 //! Dependencies: `clap` (derive, with an env var per flag so the same settings work from the
 //! command line and from a Kubernetes manifest), `tracing-subscriber` (text or JSON logs).
 
+mod credentials_cmd;
 mod image_cmd;
 mod proxy_cmd;
+mod refresher_cmd;
 mod registry_cmd;
 mod storage_setup;
 
@@ -49,6 +51,11 @@ enum Command {
     Proxy(proxy_cmd::Args),
     /// Image names and pull secrets per registry location (the controller's and builder's rules).
     Image(image_cmd::Args),
+    /// Keep `<prefix>-<location>` pull secrets fresh in every app namespace (ecr, gcr, off-cluster).
+    TokenRefresher(Box<refresher_cmd::Args>),
+    /// Print the registry credential the configured location gives now (or act as a kubelet
+    /// credential provider).
+    Credentials(credentials_cmd::Args),
 }
 
 /// Exit code for a configuration error (sysexits' EX_USAGE): the pod's logs say which key to fix.
@@ -72,6 +79,8 @@ fn main() -> ExitCode {
             Command::Registry(args) => registry_cmd::run(*args).await,
             Command::Proxy(args) => proxy_cmd::run(args).await,
             Command::Image(args) => image_cmd::run(args),
+            Command::TokenRefresher(args) => refresher_cmd::run(*args).await,
+            Command::Credentials(args) => credentials_cmd::run(args).await,
         }
     });
     match result {

@@ -6,6 +6,8 @@
 
 pub mod gcs;
 pub mod image;
+pub mod kube;
+pub mod oauth;
 pub mod process;
 pub mod tools;
 

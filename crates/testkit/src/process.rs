@@ -62,8 +62,19 @@ impl Quayside {
     /// Runs `bin args`, waiting for the JSON log line whose message is `ready_message` and whose
     /// `listen` field holds the bound address.
     pub fn spawn(bin: &str, args: &[String], ready_message: &str) -> Quayside {
+        Quayside::spawn_env(bin, args, &[], ready_message)
+    }
+
+    /// [`Quayside::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        bin: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        ready_message: &str,
+    ) -> Quayside {
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

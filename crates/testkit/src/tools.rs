@@ -202,13 +202,23 @@ pub fn free_loopback_addr() -> SocketAddr {
 /// A moto S3 server owned by one test (for tests that stop and restart storage).
 pub struct Moto {
     child: Option<Child>,
+    env: Vec<(String, String)>,
     pub addr: SocketAddr,
 }
 
 impl Moto {
     pub fn start() -> Moto {
+        Moto::start_with_env(&[])
+    }
+
+    /// With moto settings, e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0` to check every signature.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
         let mut moto = Moto {
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             addr: free_loopback_addr(),
         };
         moto.restart();
@@ -232,6 +242,7 @@ impl Moto {
         self.stop();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &self.addr.port().to_string()])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
