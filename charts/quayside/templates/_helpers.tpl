@@ -1,0 +1,95 @@
+{{/* Labels every object carries; `app` as Workflow's charts set it. */}}
+{{- define "quayside.labels" -}}
+heritage: deis
+app: {{ .app }}
+app.kubernetes.io/name: {{ .app }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: quayside
+helm.sh/chart: {{ .root.Chart.Name }}-{{ .root.Chart.Version }}
+{{- end }}
+
+{{/* <image_registry>/<org>/quayside:<docker_tag or appVersion> for component .component */}}
+{{- define "quayside.image" -}}
+{{- $c := index .root.Values .component -}}
+{{- printf "%s/%s/quayside:%s" (.root.Values.global.image_registry | default "quay.io") $c.org ($c.docker_tag | default .root.Chart.AppVersion) -}}
+{{- end }}
+
+{{- define "quayside.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "quayside.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end }}
+
+{{/* requests always; limits only where set (Workflow's limits_cpu / limits_memory) */}}
+{{- define "quayside.resources" -}}
+{{- $c := index .root.Values .component -}}
+requests:
+  cpu: {{ $c.requests_cpu | default "10m" | quote }}
+  memory: {{ $c.requests_memory | default "32Mi" | quote }}
+{{- if or $c.limits_cpu $c.limits_memory }}
+limits:
+  {{- with $c.limits_cpu }}
+  cpu: {{ . | quote }}
+  {{- end }}
+  {{- with $c.limits_memory }}
+  memory: {{ . | quote }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Where Workflow mounts registry credentials (registry-secret or objectstorage-keyfile). */}}
+{{- define "quayside.credsDir" -}}/var/run/secrets/deis/registry/creds{{- end }}
+
+{{/*
+Checks JSON Schema cannot express with a message an operator understands. Rendered by every
+template, so `helm template` and `helm install` stop with the message.
+*/}}
+{{- define "quayside.validate" -}}
+{{- $loc := .Values.global.registry_location -}}
+{{- $rtr := index .Values "registry-token-refresher" -}}
+{{- if eq $loc "off-cluster" -}}
+  {{- if not $rtr.off_cluster_registry.organization -}}
+    {{- fail "registry-token-refresher.off_cluster_registry.organization is empty: off-cluster images are named <hostname>/<organization>/<app>; set it to your registry's organization (for ACR, the repository prefix)" -}}
+  {{- end -}}
+  {{- if or (not $rtr.off_cluster_registry.username) (not $rtr.off_cluster_registry.password) -}}
+    {{- fail "registry-token-refresher.off_cluster_registry.username and .password must both be set for an off-cluster registry" -}}
+  {{- end -}}
+{{- end -}}
+{{- if eq $loc "ecr" -}}
+  {{- if not $rtr.ecr.region -}}
+    {{- fail "registry-token-refresher.ecr.region is empty: ECR needs the region of your registry, e.g. us-west-2" -}}
+  {{- end -}}
+  {{- if and $rtr.ecr.accesskey (not $rtr.ecr.secretkey) -}}
+    {{- fail "registry-token-refresher.ecr.accesskey is set but secretkey is empty: set both, or neither to use the pod's IAM role" -}}
+  {{- end -}}
+{{- end -}}
+{{- if eq $loc "gcr" -}}
+  {{- if not $rtr.gcr.key_json -}}
+    {{- fail "registry-token-refresher.gcr.key_json is empty: set it to the base64 of your service account's JSON key (base64 -w0 key.json)" -}}
+  {{- end -}}
+  {{- $key := $rtr.gcr.key_json | b64dec | fromJson -}}
+  {{- if or (hasKey $key "Error") (not (hasKey $key "private_key")) -}}
+    {{- fail "registry-token-refresher.gcr.key_json is not the base64 of a service-account JSON key: encode the key file with base64 -w0 key.json" -}}
+  {{- end -}}
+{{- end -}}
+{{- if and (eq $loc "on-cluster") (eq .Values.global.storage "swift") -}}
+  {{- fail "global.storage=swift is not supported by Quayside: use s3, gcs, azure, minio or filesystem" -}}
+{{- end -}}
+{{- if and (eq $loc "on-cluster") (eq .Values.global.storage "gcs") .Values.registry.create_storage_secret -}}
+  {{- $key := .Values.gcs.key_json | b64dec | fromJson -}}
+  {{- if hasKey $key "Error" -}}
+    {{- fail "gcs.key_json is not the base64 of a service-account JSON key: encode the key file with base64 -w0 key.json" -}}
+  {{- end -}}
+{{- end -}}
+{{- end }}

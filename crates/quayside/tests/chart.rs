@@ -1,0 +1,531 @@
+//! The Helm chart (`charts/quayside`) through the real `helm` binary (v4, installed by the test
+//! command): lint and render the brief's examples (`charts/examples`) and each on-cluster storage
+//! backend, assert on the parsed objects, check that the schema and the chart's own checks reject
+//! bad values with a message an operator can act on, and that every env var and mounted path the
+//! chart sets is one the `quayside` binary reads.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use base64::Engine as _;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_quayside");
+const CREDS: &str = "/var/run/secrets/deis/registry/creds";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn helm(args: &[&str]) -> Output {
+    let helm = std::env::var("QUAYSIDE_TEST_HELM").unwrap_or_else(|_| {
+        panic!(
+            "QUAYSIDE_TEST_HELM is not set: run the tests with scripts/test.sh, which installs helm"
+        )
+    });
+    Command::new(helm)
+        .args(args)
+        .current_dir(repo().join("charts"))
+        .output()
+        .unwrap()
+}
+
+/// `helm template` with an example file and `--set`s: the rendered objects.
+fn render(example: Option<&str>, sets: &[&str]) -> Vec<Value> {
+    let out = helm(&template_args(example, sets));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_saphyr::from_multiple::<Option<Value>>(&text)
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn template_args<'a>(example: Option<&'a str>, sets: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["template", "quayside", "quayside", "--namespace", "deis"];
+    if let Some(e) = example {
+        args.extend(["-f", e]);
+    }
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    args
+}
+
+fn refused(example: Option<&str>, sets: &[&str]) -> String {
+    let out = helm(&template_args(example, sets));
+    assert!(!out.status.success(), "{sets:?} was accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn kinds(objects: &[Value]) -> Vec<String> {
+    let mut k: Vec<String> = objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap(),
+                o["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    k.sort();
+    k
+}
+
+fn secret_data(secret: &Value) -> std::collections::BTreeMap<String, String> {
+    secret["data"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap();
+            (k.clone(), String::from_utf8(raw).unwrap())
+        })
+        .collect()
+}
+
+fn container(workload: &Value) -> &Value {
+    &workload["spec"]["template"]["spec"]["containers"][0]
+}
+
+fn env(workload: &Value, name: &str) -> Option<String> {
+    container(workload)["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .map(|e| e["value"].as_str().unwrap_or("<valueFrom>").to_owned())
+}
+
+fn assert_hardened(workload: &Value) {
+    let pod = &workload["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &container(workload)["securityContext"];
+    assert_eq!(c["readOnlyRootFilesystem"], true);
+    assert_eq!(c["allowPrivilegeEscalation"], false);
+    assert_eq!(c["capabilities"]["drop"][0], "ALL");
+    assert!(container(workload)["resources"]["requests"]["memory"].is_string());
+}
+
+#[test]
+fn lint_passes_for_defaults_and_every_example() {
+    for example in [
+        None,
+        Some("examples/ecr.yaml"),
+        Some("examples/gcr.yaml"),
+        Some("examples/acr.yaml"),
+        Some("examples/quay.yaml"),
+    ] {
+        let mut args = vec!["lint", "quayside", "--strict"];
+        if let Some(e) = example {
+            args.extend(["-f", e]);
+        }
+        let out = helm(&args);
+        assert!(
+            out.status.success(),
+            "{example:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn off_cluster_examples_render_only_the_registry_secret() {
+    for (example, host) in [
+        ("examples/acr.yaml", "myregistry.azurecr.io"),
+        ("examples/quay.yaml", "quay.io"),
+    ] {
+        let objects = render(Some(example), &[]);
+        assert_eq!(kinds(&objects), ["Secret/registry-secret"]);
+        let secret = find(&objects, "Secret", "registry-secret");
+        assert_eq!(
+            secret["metadata"]["annotations"]["deis.io/registry-location"],
+            "off-cluster"
+        );
+        assert_eq!(secret["metadata"]["labels"]["heritage"], "deis");
+        let data = secret_data(secret);
+        assert_eq!(data["hostname"], host);
+        assert_eq!(
+            (
+                data["organization"].as_str(),
+                data["username"].as_str(),
+                data["password"].as_str()
+            ),
+            ("myorg", "myusername", "mypassword")
+        );
+    }
+}
+
+#[test]
+fn ecr_example_renders_secret_refresher_and_least_privilege_rbac() {
+    let objects = render(Some("examples/ecr.yaml"), &[]);
+    let data = secret_data(find(&objects, "Secret", "registry-secret"));
+    assert_eq!(
+        data.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["accesskey", "hostname", "region", "registryid", "secretkey"]
+    );
+    assert_eq!(
+        (
+            data["accesskey"].as_str(),
+            data["region"].as_str(),
+            data["hostname"].as_str()
+        ),
+        ("ACCESS_KEY", "us-west-2", "")
+    );
+    assert!(objects.iter().all(|o| o["kind"] != "DaemonSet"));
+    let d = find(&objects, "Deployment", "deis-registry-token-refresher");
+    assert_eq!(container(d)["args"][0], "token-refresher");
+    assert_eq!(env(d, "DEIS_REGISTRY_LOCATION").as_deref(), Some("ecr"));
+    assert_eq!(
+        env(d, "DEIS_REGISTRY_SECRET_PREFIX").as_deref(),
+        Some("private-registry")
+    );
+    assert_eq!(env(d, "DEIS_TOKEN_REFRESH_TIME").as_deref(), Some(""));
+    assert_eq!(env(d, "POD_NAME").as_deref(), Some("<valueFrom>"));
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "deis-registry-token-refresher");
+    assert_eq!(container(d)["volumeMounts"][0]["mountPath"], CREDS);
+    assert_eq!(pod["volumes"][0]["secret"]["secretName"], "registry-secret");
+    assert_eq!(container(d)["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container(d)["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_hardened(d);
+    // RBAC: read namespaces, write only the one secret name, leases in the release namespace.
+    let role = find(
+        &objects,
+        "ClusterRole",
+        "deis:deis-registry-token-refresher",
+    );
+    let rules = role["rules"].as_array().unwrap();
+    assert_eq!(rules[0]["resources"][0], "namespaces");
+    assert_eq!(
+        rules[0]["verbs"],
+        serde_json::json!(["get", "list", "watch"])
+    );
+    assert_eq!(rules[1]["resources"][0], "secrets");
+    assert_eq!(
+        rules[1]["resourceNames"],
+        serde_json::json!(["private-registry-ecr"])
+    );
+    assert!(
+        !rules[1]["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "delete" || v == "*")
+    );
+    let binding = find(
+        &objects,
+        "ClusterRoleBinding",
+        "deis:deis-registry-token-refresher",
+    );
+    assert_eq!(
+        binding["subjects"][0]["name"],
+        "deis-registry-token-refresher"
+    );
+    assert_eq!(binding["subjects"][0]["namespace"], "deis");
+    let leases = find(&objects, "Role", "deis-registry-token-refresher");
+    assert_eq!(leases["rules"][0]["resources"][0], "leases");
+    find(&objects, "RoleBinding", "deis-registry-token-refresher");
+}
+
+#[test]
+fn gcr_example_keeps_key_json_as_given() {
+    let example = std::fs::read_to_string(repo().join("charts/examples/gcr.yaml")).unwrap();
+    let objects = render(Some("examples/gcr.yaml"), &[]);
+    let secret = find(&objects, "Secret", "registry-secret");
+    // Already base64 in values: the secret's data is that text, not encoded again.
+    let given = secret["data"]["key.json"].as_str().unwrap();
+    assert!(example.contains(given));
+    let key: Value = serde_json::from_str(&secret_data(secret)["key.json"]).unwrap();
+    assert_eq!(key["project_id"], "my-project");
+    let d = find(&objects, "Deployment", "deis-registry-token-refresher");
+    assert_eq!(env(d, "DEIS_REGISTRY_LOCATION").as_deref(), Some("gcr"));
+    let role = find(
+        &objects,
+        "ClusterRole",
+        "deis:deis-registry-token-refresher",
+    );
+    assert_eq!(
+        role["rules"][1]["resourceNames"],
+        serde_json::json!(["private-registry-gcr"])
+    );
+}
+
+#[test]
+fn on_cluster_renders_registry_and_proxy() {
+    let objects = render(None, &[]);
+    assert_eq!(
+        kinds(&objects),
+        [
+            "DaemonSet/deis-registry-proxy",
+            "Deployment/deis-registry",
+            "Service/deis-registry",
+            "ServiceAccount/deis-registry"
+        ]
+    );
+    let svc = find(&objects, "Service", "deis-registry");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 80);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
+    let reg = find(&objects, "Deployment", "deis-registry");
+    assert_eq!(container(reg)["args"][0], "registry");
+    assert_eq!(container(reg)["ports"][0]["containerPort"], 5000);
+    assert_eq!(env(reg, "QUAYSIDE_LISTEN").as_deref(), Some("0.0.0.0:5000"));
+    assert_eq!(env(reg, "REGISTRY_STORAGE").as_deref(), Some("filesystem"));
+    assert_eq!(container(reg)["livenessProbe"]["httpGet"]["path"], "/v2/");
+    assert_eq!(container(reg)["readinessProbe"]["httpGet"]["path"], "/v2/");
+    assert_hardened(reg);
+    let proxy = find(&objects, "DaemonSet", "deis-registry-proxy");
+    assert_eq!(container(proxy)["args"][0], "proxy");
+    assert_eq!(container(proxy)["ports"][0]["hostPort"], 5555);
+    assert_eq!(env(proxy, "BIND_ADDR").as_deref(), Some("0.0.0.0:5555"));
+    assert_eq!(
+        env(proxy, "REGISTRY_HOST").as_deref(),
+        Some("$(DEIS_REGISTRY_SERVICE_HOST)")
+    );
+    assert_hardened(proxy);
+
+    let cni = render(None, &["global.use_cni=true"]);
+    let proxy = find(&cni, "DaemonSet", "deis-registry-proxy");
+    assert_eq!(proxy["spec"]["template"]["spec"]["hostNetwork"], true);
+    assert_eq!(env(proxy, "BIND_ADDR").as_deref(), Some("127.0.0.1:5555"));
+    assert!(container(proxy)["ports"].is_null());
+    let pvc = render(None, &["registry.persistence.enabled=true"]);
+    find(&pvc, "PersistentVolumeClaim", "deis-registry-data");
+}
+
+#[test]
+fn on_cluster_object_storage_wires_the_keyfile() {
+    let gcs_key =
+        base64::engine::general_purpose::STANDARD.encode(r#"{"project_id":"p","private_key":"k"}"#);
+    let gcs_set = format!("gcs.key_json={gcs_key}");
+    let cases: [(&str, Vec<&str>, &[&str]); 4] = [
+        (
+            "s3",
+            vec!["s3.accesskey=AK", "s3.secretkey=SK"],
+            &[
+                "accesskey",
+                "builder-bucket",
+                "database-bucket",
+                "region",
+                "registry-bucket",
+                "secretkey",
+            ],
+        ),
+        (
+            "gcs",
+            vec![gcs_set.as_str()],
+            &[
+                "builder-bucket",
+                "database-bucket",
+                "key.json",
+                "registry-bucket",
+            ],
+        ),
+        (
+            "azure",
+            vec!["azure.accountname=acct", "azure.accountkey=a2V5"],
+            &[
+                "accountkey",
+                "accountname",
+                "builder-container",
+                "database-container",
+                "registry-container",
+            ],
+        ),
+        ("minio", vec![], &["accesskey", "secretkey"]),
+    ];
+    for (storage, extra, keys) in cases {
+        let set = format!("global.storage={storage}");
+        let mut sets = vec![set.as_str()];
+        sets.extend(extra);
+        let objects = render(None, &sets);
+        let secret = find(&objects, "Secret", "objectstorage-keyfile");
+        assert_eq!(
+            secret["metadata"]["annotations"]["deis.io/objectstorage"],
+            storage
+        );
+        let data = secret_data(secret);
+        assert_eq!(
+            data.keys().map(String::as_str).collect::<Vec<_>>(),
+            keys,
+            "{storage}"
+        );
+        let reg = find(&objects, "Deployment", "deis-registry");
+        assert_eq!(env(reg, "REGISTRY_STORAGE").as_deref(), Some(storage));
+        let mounts = container(reg)["volumeMounts"].as_array().unwrap();
+        assert!(mounts.iter().any(|m| m["mountPath"] == CREDS), "{storage}");
+    }
+    let objects = render(
+        None,
+        &["global.storage=s3", "registry.create_storage_secret=false"],
+    );
+    assert!(
+        objects
+            .iter()
+            .all(|o| o["metadata"]["name"] != "objectstorage-keyfile")
+    );
+}
+
+#[test]
+fn bad_values_are_refused_with_the_key_and_the_fix() {
+    let e = refused(None, &["global.registry_location=quay"]);
+    assert!(
+        e.contains("/global/registry_location")
+            && e.contains("'on-cluster', 'off-cluster', 'ecr', 'gcr'"),
+        "{e}"
+    );
+    let e = refused(
+        Some("examples/ecr.yaml"),
+        &["registry-token-refresher.ecr.region="],
+    );
+    assert!(
+        e.contains("registry-token-refresher.ecr.region is empty: ECR needs the region"),
+        "{e}"
+    );
+    let not_json = base64::engine::general_purpose::STANDARD.encode("not json");
+    let e = refused(
+        Some("examples/gcr.yaml"),
+        &[&format!("registry-token-refresher.gcr.key_json={not_json}")],
+    );
+    assert!(e.contains("is not the base64 of a service-account JSON key: encode the key file with base64 -w0 key.json"), "{e}");
+    let e = refused(
+        Some("examples/gcr.yaml"),
+        &["registry-token-refresher.gcr.key_json=not base64!"],
+    );
+    assert!(
+        e.contains("/registry-token-refresher/gcr/key_json")
+            && e.contains("does not match pattern"),
+        "{e}"
+    );
+    let e = refused(
+        Some("examples/acr.yaml"),
+        &["registry-token-refresher.off_cluster_registry.organization="],
+    );
+    assert!(
+        e.contains(
+            "organization is empty: off-cluster images are named <hostname>/<organization>/<app>"
+        ),
+        "{e}"
+    );
+    let e = refused(None, &["global.storage=swift"]);
+    assert!(e.contains("swift is not supported"), "{e}");
+}
+
+#[test]
+fn notes_warn_about_ecr_registryid_and_hostname() {
+    let install = |sets: &[&str]| {
+        let mut args = vec![
+            "install",
+            "quayside",
+            "quayside",
+            "--dry-run=client",
+            "--namespace",
+            "deis",
+            "-f",
+            "examples/ecr.yaml",
+        ];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let out = helm(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(!install(&[]).contains("WARNING"));
+    let notes = install(&["registry-token-refresher.ecr.registryid=123456789012"]);
+    assert!(
+        notes.contains("WARNING: registry-token-refresher.ecr.registryid / .hostname are set"),
+        "{notes}"
+    );
+}
+
+/// Env var names a subcommand reads and the paths it defaults to, from its `--help`.
+fn reads(subcommand: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let out = Command::new(BIN)
+        .args([subcommand, "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let grab = |marker: &str, stop: &[char]| -> BTreeSet<String> {
+        help.split(marker)
+            .skip(1)
+            .map(|rest| rest.split(stop).next().unwrap().to_owned())
+            .collect()
+    };
+    (grab("[env: ", &['=', ']']), grab("[default: ", &[']']))
+}
+
+#[test]
+fn every_env_var_and_mount_the_chart_sets_is_read_by_the_binary() {
+    let gcs_key =
+        base64::engine::general_purpose::STANDARD.encode(r#"{"project_id":"p","private_key":"k"}"#);
+    let gcs_set = format!("gcs.key_json={gcs_key}");
+    let renders = [
+        render(None, &[]),
+        render(
+            None,
+            &["global.use_cni=true", "registry.persistence.enabled=true"],
+        ),
+        render(None, &["global.storage=s3"]),
+        render(None, &["global.storage=gcs", &gcs_set]),
+        render(None, &["global.storage=azure"]),
+        render(None, &["global.storage=minio"]),
+        render(Some("examples/ecr.yaml"), &[]),
+        render(Some("examples/gcr.yaml"), &[]),
+    ];
+    let mut checked = 0;
+    for objects in &renders {
+        for workload in objects
+            .iter()
+            .filter(|o| o["kind"] == "Deployment" || o["kind"] == "DaemonSet")
+        {
+            let c = container(workload);
+            let subcommand = c["args"][0].as_str().unwrap();
+            let (env_names, defaults) = reads(subcommand);
+            assert!(
+                !env_names.is_empty(),
+                "{subcommand} --help lists no env vars"
+            );
+            let mut values = BTreeSet::new();
+            for e in c["env"].as_array().unwrap() {
+                let name = e["name"].as_str().unwrap();
+                assert!(
+                    env_names.contains(name),
+                    "the chart sets {name} for `quayside {subcommand}`, which does not read it"
+                );
+                values.insert(e["value"].as_str().unwrap_or("").to_owned());
+                checked += 1;
+            }
+            for m in c["volumeMounts"].as_array().into_iter().flatten() {
+                let path = m["mountPath"].as_str().unwrap().to_owned();
+                assert!(
+                    values.contains(&path) || defaults.contains(&path),
+                    "`quayside {subcommand}` is neither told about nor defaults to the mount {path}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 40, "only {checked} settings checked");
+}
