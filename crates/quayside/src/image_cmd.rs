@@ -42,6 +42,10 @@ pub struct Args {
         global = true
     )]
     secret_prefix: String,
+    /// ECR API endpoint (VPC endpoints, tests); ECR image names need the account, which the
+    /// token request tells when neither registryid nor hostname is set.
+    #[arg(long, env = "AWS_ENDPOINT_URL", global = true)]
+    aws_endpoint_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,7 +85,7 @@ fn secret(s: &str) -> Result<Secret, std::convert::Infallible> {
     Ok(Secret::new(s))
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args) -> anyhow::Result<()> {
     let secret_dir = SecretDir::new(&args.registry_secret_dir);
     let location = Location::load(&args.location, &secret_dir, args.host_port)
         .map_err(|errors| ConfigError(errors.join("\n")))?;
@@ -92,8 +96,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 (None, Some(n)) => Tag::Version(n),
                 (None, None) => unreachable!("clap requires --sha or --version"),
             };
-            let name = images::image_name(&location, &app, &tag)
-                .map_err(|e| ConfigError(e.to_string()))?;
+            let name = match images::image_name(&location, &app, &tag) {
+                Err(images::NameError::EcrAccountUnknown) => {
+                    let location = with_ecr_host(location, args.aws_endpoint_url).await?;
+                    images::image_name(&location, &app, &tag)
+                }
+                named => named,
+            }
+            .map_err(|e| ConfigError(e.to_string()))?;
             println!("{name}");
         }
         Command::PullSecret {
@@ -117,6 +127,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The ECR registry host is `<account>.dkr.ecr.<region>.amazonaws.com`; without `registryid`
+/// the account is the caller's, which ECR names in the token answer's proxyEndpoint.
+async fn with_ecr_host(location: Location, endpoint: Option<String>) -> anyhow::Result<Location> {
+    let Location::Ecr(mut ecr) = location else {
+        return Ok(location);
+    };
+    let options = credentials::Options {
+        aws_endpoint: endpoint,
+    };
+    let provider = credentials::EcrProvider::new(&ecr, &options).await;
+    ecr.hostname = Some(provider.fetch().await?.registry);
+    Ok(Location::Ecr(ecr))
 }
 
 fn render(app: &str, secret: Option<images::PullSecret>) -> serde_json::Value {

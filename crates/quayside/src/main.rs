@@ -78,7 +78,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Registry(args) => registry_cmd::run(*args).await,
             Command::Proxy(args) => proxy_cmd::run(args).await,
-            Command::Image(args) => image_cmd::run(args),
+            Command::Image(args) => image_cmd::run(args).await,
             Command::TokenRefresher(args) => refresher_cmd::run(*args).await,
             Command::Credentials(args) => credentials_cmd::run(args).await,
         }

@@ -142,3 +142,30 @@ fn pull_secrets_follow_the_original_precedence() {
         serde_json::from_str(&stdout(&image("on-cluster", &[], &args))).unwrap();
     assert_eq!(out, serde_json::json!({"imagePullSecrets": []}));
 }
+
+#[test]
+fn ecr_names_ask_ecr_for_the_account() {
+    let dir = tempfile::tempdir().unwrap();
+    for (k, v) in [
+        ("accesskey", "AKIAIOSFODNN7EXAMPLE"),
+        ("secretkey", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+        ("region", "us-west-2"),
+        ("registryid", ""),
+        ("hostname", ""),
+    ] {
+        std::fs::write(dir.path().join(k), v).unwrap();
+    }
+    let out = Command::new(BIN)
+        .args(["image", "--registry-secret-dir"])
+        .arg(dir.path())
+        .args(["name", "--app", "web", "--version", "3"])
+        .env("DEIS_REGISTRY_LOCATION", "ecr")
+        .env("AWS_ENDPOINT_URL", testkit::s3_endpoint())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&out),
+        "123456789012.dkr.ecr.us-west-2.amazonaws.com/web:v3"
+    );
+}
