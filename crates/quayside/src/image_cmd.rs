@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use base64::Engine as _;
+use registry_client::ImageRef;
 use workflow::images::{self, AppCredentials, Tag};
 use workflow::{Location, Secret, SecretDir};
 
@@ -79,6 +80,57 @@ enum Command {
         #[arg(long)]
         hostname: Option<String>,
     },
+    /// Copy an image (every platform of an index) from any registry into the configured one as
+    /// `<app>:v<version>`, with no Docker daemon; prints the new reference.
+    Publish {
+        /// The source image (`deis pull <src>`); `:latest` when no tag.
+        source: String,
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        version: u64,
+        #[command(flatten)]
+        source_credentials: SourceCredentials,
+        /// Push to this host:port instead of the image name's registry (on-cluster: the
+        /// registry Service, e.g. `deis-registry.deis.svc:80`, rather than the node proxy).
+        #[arg(long, env = "QUAYSIDE_PUBLISH_TO")]
+        push_to: Option<String>,
+    },
+    /// Print the first port the image exposes (the config's ExposedPorts), read through the
+    /// registry API.
+    Port {
+        image: String,
+        #[command(flatten)]
+        source_credentials: SourceCredentials,
+    },
+    /// Create the app's ECR repository before a build pushes to it (nothing to do elsewhere).
+    EnsureRepo {
+        #[arg(long)]
+        app: String,
+    },
+}
+
+/// The app's own registry credentials (`deis registry:set`), for a private source image.
+#[derive(clap::Args, Debug)]
+struct SourceCredentials {
+    #[arg(long = "username")]
+    username: Option<String>,
+    #[arg(long = "password", env = "QUAYSIDE_APP_REGISTRY_PASSWORD", value_parser = secret, hide_env_values = true)]
+    password: Option<Secret>,
+}
+
+impl SourceCredentials {
+    fn get(self) -> Result<Option<registry_client::Credentials>, ConfigError> {
+        match (self.username, self.password) {
+            (None, None) => Ok(None),
+            (Some(username), Some(password)) => {
+                Ok(Some(registry_client::Credentials { username, password }))
+            }
+            _ => Err(ConfigError(
+                "Registry auth requires a username and a password".into(),
+            )),
+        }
+    }
 }
 
 fn secret(s: &str) -> Result<Secret, std::convert::Infallible> {
@@ -89,6 +141,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let secret_dir = SecretDir::new(&args.registry_secret_dir);
     let location = Location::load(&args.location, &secret_dir, args.host_port)
         .map_err(|errors| ConfigError(errors.join("\n")))?;
+    let endpoint = args.aws_endpoint_url.clone();
     match args.command {
         Command::Name { app, sha, version } => {
             let tag = match (sha, version) {
@@ -98,7 +151,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             };
             let name = match images::image_name(&location, &app, &tag) {
                 Err(images::NameError::EcrAccountUnknown) => {
-                    let location = with_ecr_host(location, args.aws_endpoint_url).await?;
+                    let location = with_ecr_host(location, endpoint).await?;
                     images::image_name(&location, &app, &tag)
                 }
                 named => named,
@@ -124,6 +177,134 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let rendered =
                 images::pull_secret(&location, credentials.as_ref(), &image, &args.secret_prefix);
             println!("{}", render(&app, rendered));
+        }
+        Command::Publish {
+            source,
+            app,
+            version,
+            source_credentials,
+            push_to,
+        } => {
+            let from = ImageRef::parse(&source).map_err(|e| ConfigError(e.to_string()))?;
+            if let Some(message) = images::reserved(&from.repository) {
+                return Err(ConfigError(message).into());
+            }
+            let location = with_ecr_host(location, endpoint.clone()).await?;
+            let name = images::image_name(&location, &app, &Tag::Version(version))
+                .map_err(|e| ConfigError(e.to_string()))?;
+            let mut to = ImageRef::parse(&name).map_err(|e| ConfigError(e.to_string()))?;
+            if let Some(host) = push_to {
+                to.registry = host;
+            }
+            let src = registry_client::Client::new(&from.registry, source_credentials.get()?);
+            let dst = registry_client::Client::new(
+                &to.registry,
+                platform_credentials(&location, endpoint.clone()).await?,
+            );
+            publish(&src, &from, &dst, &to).await?;
+            println!("{name}");
+        }
+        Command::Port {
+            image,
+            source_credentials,
+        } => {
+            let image = ImageRef::parse(&image).map_err(|e| ConfigError(e.to_string()))?;
+            let credentials = match source_credentials.get()? {
+                Some(c) => Some(c),
+                None => platform_credentials(&location, endpoint.clone()).await?,
+            };
+            let client = registry_client::Client::new(&image.registry, credentials);
+            let config = registry_client::copy::image_config(&client, &image).await?;
+            let port = images::exposed_port(&config)
+                .ok_or_else(|| anyhow::anyhow!(images::NO_EXPOSED_PORT))?;
+            println!("{port}");
+        }
+        Command::EnsureRepo { app } => ensure_repo(&location, &app, endpoint).await?,
+    }
+    Ok(())
+}
+
+/// The platform's credentials for its own registry (none on-cluster).
+async fn platform_credentials(
+    location: &Location,
+    aws_endpoint: Option<String>,
+) -> anyhow::Result<Option<registry_client::Credentials>> {
+    let options = credentials::Options { aws_endpoint };
+    let Some(provider) = credentials::Provider::new(location, &options).await else {
+        return Ok(None);
+    };
+    let c = provider.fetch().await?;
+    Ok(Some(registry_client::Credentials {
+        username: c.username,
+        password: c.password,
+    }))
+}
+
+async fn publish(
+    src: &registry_client::Client,
+    from: &ImageRef,
+    dst: &registry_client::Client,
+    to: &ImageRef,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut done = 0usize;
+    let mut progress = |blob: &oci::Descriptor, fate: registry_client::copy::BlobFate| {
+        done += 1;
+        if terminal {
+            eprintln!("{done:>4} {} {:>10} {fate:?}", blob.digest, blob.size);
+        } else {
+            tracing::debug!(digest = %blob.digest, size = blob.size, ?fate, "blob");
+        }
+    };
+    let (digest, report) = registry_client::copy::copy(src, from, dst, to, &mut progress).await?;
+    tracing::info!(
+        from = %from, to = %to, %digest,
+        manifests = report.manifests, blobs = report.blobs, copied = report.copied,
+        mounted = report.mounted, already_there = report.already_there,
+        bytes = report.bytes_copied, seconds = started.elapsed().as_secs_f64(),
+        "published"
+    );
+    Ok(())
+}
+
+/// Deis's builder created `<app>` in ECR before pushing (RepositoryAlreadyExists is success).
+async fn ensure_repo(
+    location: &Location,
+    app: &str,
+    endpoint: Option<String>,
+) -> anyhow::Result<()> {
+    let Location::Ecr(ecr) = location else {
+        tracing::info!(
+            location = location.name(),
+            "no repository to create outside ECR"
+        );
+        return Ok(());
+    };
+    let options = credentials::Options {
+        aws_endpoint: endpoint,
+    };
+    let provider = credentials::EcrProvider::new(ecr, &options).await;
+    match provider
+        .client()
+        .create_repository()
+        .repository_name(app)
+        .send()
+        .await
+    {
+        Ok(_) => println!("created {app}"),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_repository_already_exists_exception()) =>
+        {
+            println!("exists {app}")
+        }
+        Err(e) => {
+            return Err(anyhow::anyhow!(
+                "ECR CreateRepository {app} in {}: {}",
+                ecr.region,
+                aws_sdk_ecr::error::DisplayErrorContext(&e)
+            ));
         }
     }
     Ok(())

@@ -46,6 +46,13 @@ impl Image {
     /// compress plain tar layers on the way, changing the manifest), each holding one file of
     /// `size` random bytes.
     pub fn new(seed: u64, layer_sizes: &[usize], arch: &str) -> Image {
+        Image::exposing(seed, layer_sizes, arch, &["8080/tcp"])
+    }
+
+    /// The same, with these `ExposedPorts` in its config (none: an image without EXPOSE).
+    pub fn exposing(seed: u64, layer_sizes: &[usize], arch: &str, ports: &[&str]) -> Image {
+        let exposed: serde_json::Map<String, serde_json::Value> =
+            ports.iter().map(|p| ((*p).to_owned(), json!({}))).collect();
         let tars: Vec<Vec<u8>> = layer_sizes
             .iter()
             .enumerate()
@@ -57,7 +64,7 @@ impl Image {
             serde_json::to_vec(&json!({
                 "architecture": arch,
                 "os": "linux",
-                "config": {"ExposedPorts": {"8080/tcp": {}}, "Cmd": ["/file0"]},
+                "config": {"ExposedPorts": exposed, "Cmd": ["/file0"]},
                 "rootfs": {"type": "layers", "diff_ids": diff_ids},
             }))
             .expect("json"),

@@ -149,6 +149,44 @@ pub fn pull_secret(
     }
 }
 
+/// Workflow's own components: an image under `deis/<component>` may not be published as an app.
+const RESERVED: &[&str] = &[
+    "builder",
+    "controller",
+    "database",
+    "dockerbuilder",
+    "etcd",
+    "minio",
+    "registry",
+    "router",
+    "slugbuilder",
+    "slugrunner",
+    "workflow",
+    "workflow-manager",
+];
+
+/// `Some(message)` when `repository` names a platform component (deis-registry-spec §5.2).
+pub fn reserved(repository: &str) -> Option<String> {
+    let parts: Vec<&str> = repository.split('/').collect();
+    let hit = parts
+        .windows(2)
+        .any(|w| w[0] == "deis" && RESERVED.contains(&w[1]));
+    hit.then(|| format!("Repository name {repository} is not allowed, as it is reserved by Deis"))
+}
+
+/// The port an image exposes, as Workflow's controller read it: the first `ExposedPorts` key
+/// (Docker writes them sorted), its number before `/`.
+pub fn exposed_port(config: &serde_json::Value) -> Option<u16> {
+    let ports = config["config"]["ExposedPorts"].as_object()?;
+    let mut keys: Vec<&String> = ports.keys().collect();
+    keys.sort();
+    keys.first()?.split('/').next()?.parse().ok()
+}
+
+/// What the controller said when a routable image exposes no port.
+pub const NO_EXPOSED_PORT: &str =
+    "Expose a port or make the app non routable by changing the process type";
+
 /// `{"auths":{"<host>":{"auth":"base64(user:password)"}}}`
 pub fn dockerconfigjson(host: &str, username: &str, password: &str) -> Secret {
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
@@ -159,6 +197,23 @@ pub fn dockerconfigjson(host: &str, username: &str, password: &str) -> Secret {
 mod tests {
     use super::*;
     use crate::location::{Ecr, Gcr, OffCluster};
+
+    #[test]
+    fn reserved_names_and_ports() {
+        assert!(
+            reserved("deis/controller")
+                .unwrap()
+                .contains("reserved by Deis")
+        );
+        assert!(reserved("deis/router").is_some());
+        assert!(reserved("myorg/deis/builder").is_some());
+        assert_eq!(reserved("deis/example-go"), None);
+        assert_eq!(reserved("acme/controller"), None);
+        let config =
+            serde_json::json!({"config": {"ExposedPorts": {"8080/tcp": {}, "443/tcp": {}}}});
+        assert_eq!(exposed_port(&config), Some(443));
+        assert_eq!(exposed_port(&serde_json::json!({"config": {}})), None);
+    }
 
     fn off(hostname: &str, org: &str) -> Location {
         Location::OffCluster(OffCluster {

@@ -1,0 +1,424 @@
+//! A client for one registry (Docker Registry API v2 / OCI Distribution): manifests, streamed
+//! blobs, uploads and cross-repository mounts, with the two authentications registries use —
+//! Basic, and Bearer tokens from the realm a `WWW-Authenticate` challenge names (Docker Hub,
+//! quay.io, ECR, GCR, distribution's token auth). Plain HTTP for loopback hosts (as Docker
+//! trusts 127.0.0.0/8), HTTPS elsewhere.
+//!
+//! Dependencies: `reqwest` (HTTP with streaming bodies; already the workspace's client), `oci`
+//! (digests, manifest parsing), `base64` (Basic credentials).
+
+mod auth;
+pub mod copy;
+mod reference;
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use workflow::Secret;
+
+pub use reference::{DOCKER_HUB_API, ImageRef, ReferenceError};
+
+/// Every manifest kind we copy, best first.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// Errors worded as Workflow's controller worded them, where it had a wording.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unauthorized: authentication required to {op} {image}")]
+    Unauthorized { op: &'static str, image: String },
+    #[error("Could not log into {registry} with username {username}")]
+    LoginFailed { registry: String, username: String },
+    #[error("Permission Denied attempting to {op} image {image}")]
+    Denied { op: &'static str, image: String },
+    #[error("{what} not found in {registry}")]
+    NotFound { registry: String, what: String },
+    #[error("{registry} answered {status} to {op} {image}: {body}")]
+    Status {
+        registry: String,
+        op: &'static str,
+        image: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error("{registry}: {message}")]
+    Protocol { registry: String, message: String },
+    #[error("cannot reach {registry}: {source}")]
+    Http {
+        registry: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// What a request is for: the repository it touches and the access it needs, for the token
+/// scope and for error messages.
+#[derive(Clone, Copy)]
+struct Op<'a> {
+    repository: &'a str,
+    push: bool,
+    /// Also read this repository (cross-repository mount).
+    from: Option<&'a str>,
+    verb: &'static str,
+    image: &'a str,
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    registry: String,
+    base: String,
+    credentials: Option<Credentials>,
+    /// The Authorization header per token scope, once a challenge was answered.
+    auth: Mutex<Vec<(String, String)>>,
+}
+
+/// A manifest as the registry holds it.
+pub struct Manifest {
+    pub media_type: String,
+    pub digest: oci::Digest,
+    pub body: Bytes,
+}
+
+impl Client {
+    pub fn new(registry: &str, credentials: Option<Credentials>) -> Client {
+        let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
+        let loopback = host == "localhost" || host.starts_with("127.") || host == "[::1]";
+        let scheme = if loopback { "http" } else { "https" };
+        Client {
+            http: reqwest::Client::new(),
+            registry: registry.to_owned(),
+            base: format!("{scheme}://{registry}"),
+            credentials,
+            auth: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// The manifest `image` names (its registry must be this client's).
+    pub async fn manifest(&self, image: &ImageRef) -> Result<Manifest, Error> {
+        let text = image.to_string();
+        let op = Op::pull(&image.repository, "pull", &text);
+        let url = format!(
+            "{}/v2/{}/manifests/{}",
+            self.base, image.repository, image.reference
+        );
+        let resp = self
+            .send(op, || self.http.get(&url).header(ACCEPT, MANIFEST_ACCEPT))
+            .await?;
+        let resp = self.check(resp, op, || format!("manifest {text}")).await?;
+        let media_type = header(&resp, CONTENT_TYPE).unwrap_or_default();
+        let body = resp.bytes().await.map_err(|e| self.http_error(e))?;
+        let digest = oci::Digest::of(oci::Algorithm::Sha256, &body);
+        if image.reference.contains(':') && image.reference != digest.to_string() {
+            return Err(self.protocol(format!("manifest {text} has digest {digest}")));
+        }
+        let media_type = match media_type.split(';').next().map(str::trim) {
+            Some(m) if oci::media::is_index(m).is_some() => m.to_owned(),
+            _ => oci::Manifest::sniff_media_type(&body).ok_or_else(|| {
+                self.protocol(format!("{text} is not an image manifest or index"))
+            })?,
+        };
+        Ok(Manifest {
+            media_type,
+            digest,
+            body,
+        })
+    }
+
+    /// The blob's bytes as they arrive.
+    pub async fn blob(
+        &self,
+        repository: &str,
+        digest: &oci::Digest,
+    ) -> Result<impl Stream<Item = reqwest::Result<Bytes>> + use<>, Error> {
+        let image = format!("{}/{repository}@{digest}", self.registry);
+        let op = Op::pull(repository, "pull", &image);
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        let resp = self.send(op, || self.http.get(&url)).await?;
+        Ok(self
+            .check(resp, op, || format!("blob {digest} of {repository}"))
+            .await?
+            .bytes_stream())
+    }
+
+    pub async fn has_blob(&self, repository: &str, digest: &oci::Digest) -> Result<bool, Error> {
+        let image = format!("{}/{repository}", self.registry);
+        let op = Op::push(repository, None, &image);
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        let resp = self.send(op, || self.http.head(&url)).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => self
+                .check(resp, op, || format!("blob {digest}"))
+                .await
+                .map(|_| true),
+        }
+    }
+
+    /// Links a blob of `from` into `repository` without moving bytes. `false`: the registry
+    /// would not (another registry's rules, or it does not have the blob).
+    pub async fn mount(
+        &self,
+        repository: &str,
+        from: &str,
+        digest: &oci::Digest,
+    ) -> Result<bool, Error> {
+        let image = format!("{}/{repository}", self.registry);
+        let op = Op::push(repository, Some(from), &image);
+        let url = format!(
+            "{}/v2/{repository}/blobs/uploads/?mount={digest}&from={from}",
+            self.base
+        );
+        let resp = self.send(op, || self.http.post(&url)).await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                // An upload session was opened instead; leave nothing behind.
+                if let Some(location) = header(&resp, LOCATION) {
+                    let url = self.absolute(&location);
+                    let _ = self.send(op, || self.http.delete(&url)).await;
+                }
+                Ok(false)
+            }
+            _ => self
+                .check(resp, op, || format!("mount of {digest}"))
+                .await
+                .map(|_| false),
+        }
+    }
+
+    /// Uploads a blob of known digest and size in one streamed PUT.
+    pub async fn push_blob<S>(
+        &self,
+        repository: &str,
+        digest: &oci::Digest,
+        size: u64,
+        body: S,
+    ) -> Result<(), Error>
+    where
+        S: Stream<Item = reqwest::Result<Bytes>> + Send + Sync + 'static,
+    {
+        let image = format!("{}/{repository}", self.registry);
+        let op = Op::push(repository, None, &image);
+        let url = format!("{}/v2/{repository}/blobs/uploads/", self.base);
+        let resp = self.send(op, || self.http.post(&url)).await?;
+        let resp = self.check(resp, op, || "upload".to_owned()).await?;
+        let location = header(&resp, LOCATION)
+            .ok_or_else(|| self.protocol("upload answered without a Location".into()))?;
+        let mut url = self.absolute(&location);
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("digest={digest}"));
+        // The body is a stream and cannot be sent twice: the POST above already authenticated
+        // this scope, so this request carries the credentials from the start.
+        let request = self
+            .authorize(op, self.http.put(&url))
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(body));
+        let resp = request.send().await.map_err(|e| self.http_error(e))?;
+        self.check(resp, op, || format!("blob {digest}"))
+            .await
+            .map(drop)
+    }
+
+    pub async fn put_manifest(&self, image: &ImageRef, manifest: &Manifest) -> Result<(), Error> {
+        let text = image.to_string();
+        let op = Op::push(&image.repository, None, &text);
+        let url = format!(
+            "{}/v2/{}/manifests/{}",
+            self.base, image.repository, image.reference
+        );
+        let resp = self
+            .send(op, || {
+                self.http
+                    .put(&url)
+                    .header(CONTENT_TYPE, &manifest.media_type)
+                    .body(manifest.body.clone())
+            })
+            .await?;
+        self.check(resp, op, || format!("manifest {text}"))
+            .await
+            .map(drop)
+    }
+
+    /// Sends, answering one authentication challenge if the registry makes one.
+    async fn send(
+        &self,
+        op: Op<'_>,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, Error> {
+        let resp = self
+            .authorize(op, build())
+            .send()
+            .await
+            .map_err(|e| self.http_error(e))?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenge = header(&resp, reqwest::header::WWW_AUTHENTICATE).unwrap_or_default();
+        let value = auth::answer(
+            &self.http,
+            &challenge,
+            &op.scopes(),
+            self.credentials.as_ref(),
+        )
+        .await
+        .map_err(|e| self.auth_error(op, e))?;
+        if let Ok(mut cache) = self.auth.lock() {
+            cache.retain(|(scope, _)| *scope != op.scope_key());
+            cache.push((op.scope_key(), value));
+        }
+        let resp = self
+            .authorize(op, build())
+            .send()
+            .await
+            .map_err(|e| self.http_error(e))?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            return Err(self.auth_error(op, auth::AuthError::Refused));
+        }
+        Ok(resp)
+    }
+
+    fn authorize(&self, op: Op<'_>, request: RequestBuilder) -> RequestBuilder {
+        let key = op.scope_key();
+        let cached = self
+            .auth
+            .lock()
+            .ok()
+            .and_then(|c| c.iter().find(|(s, _)| *s == key).map(|(_, v)| v.clone()));
+        match cached {
+            Some(value) => request.header(reqwest::header::AUTHORIZATION, value),
+            None => request,
+        }
+    }
+
+    /// Turns a refusal into the error an operator acts on.
+    async fn check(
+        &self,
+        resp: Response,
+        op: Op<'_>,
+        what: impl Fn() -> String,
+    ) -> Result<Response, Error> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body: String = resp
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
+        Err(match status {
+            StatusCode::UNAUTHORIZED => self.auth_error(op, auth::AuthError::Refused),
+            StatusCode::FORBIDDEN => Error::Denied {
+                op: op.verb,
+                image: op.image.to_owned(),
+            },
+            StatusCode::NOT_FOUND => Error::NotFound {
+                registry: self.registry.clone(),
+                what: what(),
+            },
+            _ => Error::Status {
+                registry: self.registry.clone(),
+                op: op.verb,
+                image: op.image.to_owned(),
+                status,
+                body,
+            },
+        })
+    }
+
+    fn auth_error(&self, op: Op<'_>, e: auth::AuthError) -> Error {
+        match (&self.credentials, e) {
+            (_, auth::AuthError::Unreachable(source)) => self.http_error(source),
+            (Some(c), _) => Error::LoginFailed {
+                registry: self.registry.clone(),
+                username: c.username.clone(),
+            },
+            (None, _) => Error::Unauthorized {
+                op: op.verb,
+                image: op.image.to_owned(),
+            },
+        }
+    }
+
+    pub(crate) fn http_error(&self, source: reqwest::Error) -> Error {
+        Error::Http {
+            registry: self.registry.clone(),
+            source: source.without_url(),
+        }
+    }
+
+    pub(crate) fn protocol(&self, message: String) -> Error {
+        Error::Protocol {
+            registry: self.registry.clone(),
+            message,
+        }
+    }
+
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_owned()
+        } else {
+            format!("{}{location}", self.base)
+        }
+    }
+}
+
+impl<'a> Op<'a> {
+    fn pull(repository: &'a str, verb: &'static str, image: &'a str) -> Op<'a> {
+        Op {
+            repository,
+            push: false,
+            from: None,
+            verb,
+            image,
+        }
+    }
+
+    fn push(repository: &'a str, from: Option<&'a str>, image: &'a str) -> Op<'a> {
+        Op {
+            repository,
+            push: true,
+            from,
+            verb: "push",
+            image,
+        }
+    }
+
+    fn scopes(&self) -> Vec<String> {
+        let access = if self.push { "pull,push" } else { "pull" };
+        let mut scopes = vec![format!("repository:{}:{access}", self.repository)];
+        if let Some(from) = self.from {
+            scopes.push(format!("repository:{from}:pull"));
+        }
+        scopes
+    }
+
+    fn scope_key(&self) -> String {
+        self.scopes().join(" ")
+    }
+}
+
+fn header(resp: &Response, name: reqwest::header::HeaderName) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
