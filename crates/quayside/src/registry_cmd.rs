@@ -36,6 +36,96 @@ pub struct Args {
     header_timeout: std::time::Duration,
     #[command(flatten)]
     storage: StorageArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum AuthMode {
+    /// Anyone who can reach the registry may do anything (Workflow's registry).
+    None,
+    /// Basic credentials from --htpasswd.
+    Htpasswd,
+    /// Docker token authentication: /auth/token issues short-lived signed tokens.
+    Token,
+}
+
+/// Who may pull, push and delete.
+#[derive(clap::Args, Debug)]
+struct AuthArgs {
+    #[arg(long, env = "QUAYSIDE_AUTH", value_enum, default_value = "none")]
+    auth: AuthMode,
+    /// Users, as `htpasswd -B` writes them (bcrypt only).
+    #[arg(long, env = "QUAYSIDE_AUTH_HTPASSWD")]
+    htpasswd: Option<PathBuf>,
+    /// YAML rules: which users may pull/push/delete which repository patterns (default: every
+    /// user everything).
+    #[arg(long, env = "QUAYSIDE_AUTH_POLICY")]
+    auth_policy: Option<PathBuf>,
+    /// Repository patterns anyone may pull without credentials (comma-separated; `*` = all).
+    #[arg(long, env = "QUAYSIDE_AUTH_ANONYMOUS_PULL", value_delimiter = ',')]
+    anonymous_pull: Vec<String>,
+    /// File holding the token-signing secret (at least 32 bytes), the same on every replica.
+    #[arg(long, env = "QUAYSIDE_AUTH_TOKEN_SECRET_FILE")]
+    auth_token_secret_file: Option<PathBuf>,
+    /// The `service` tokens are for.
+    #[arg(long, env = "QUAYSIDE_AUTH_SERVICE", default_value = "quayside")]
+    auth_service: String,
+    /// The token endpoint URL put in challenges (default: http(s)://<Host>/auth/token).
+    #[arg(long, env = "QUAYSIDE_AUTH_REALM")]
+    auth_realm: Option<String>,
+    #[arg(long, env = "QUAYSIDE_AUTH_TOKEN_LIFETIME", default_value = "5m", value_parser = humantime::parse_duration)]
+    auth_token_lifetime: std::time::Duration,
+}
+
+impl AuthArgs {
+    fn access(&self) -> Result<Option<access::Access>, ConfigError> {
+        if self.auth == AuthMode::None {
+            return Ok(None);
+        }
+        let bad = |e: access::ConfigError| ConfigError(e.to_string());
+        let users = match &self.htpasswd {
+            Some(path) => access::Htpasswd::load(path).map_err(bad)?,
+            None => {
+                return Err(ConfigError(
+                    "--auth htpasswd/token needs --htpasswd / QUAYSIDE_AUTH_HTPASSWD: create it with htpasswd -Bc FILE USER".into(),
+                ));
+            }
+        };
+        let policy = match &self.auth_policy {
+            Some(path) => access::Policy::load(path).map_err(bad)?,
+            None => access::Policy::default(),
+        };
+        let anonymous = self
+            .anonymous_pull
+            .iter()
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty());
+        let policy = policy.with_anonymous_pull(anonymous);
+        if self.auth == AuthMode::Htpasswd {
+            return Ok(Some(access::Access::basic(users, policy)));
+        }
+        let path = self.auth_token_secret_file.as_ref().ok_or_else(|| {
+            ConfigError("--auth token needs --auth-token-secret-file / QUAYSIDE_AUTH_TOKEN_SECRET_FILE: a file with at least 32 random bytes, the same on every replica (head -c 32 /dev/urandom | base64 > FILE)".into())
+        })?;
+        let secret = std::fs::read(path).map_err(|e| {
+            ConfigError(format!("--auth-token-secret-file {}: {e}", path.display()))
+        })?;
+        let secret = secret.trim_ascii().to_vec();
+        if secret.len() < 32 {
+            return Err(ConfigError(format!(
+                "--auth-token-secret-file {}: {} bytes; use at least 32 random bytes (head -c 32 /dev/urandom | base64 > FILE)",
+                path.display(),
+                secret.len()
+            )));
+        }
+        let issuer = access::TokenIssuer::new(
+            secret,
+            &self.auth_service,
+            self.auth_token_lifetime.as_secs().max(1),
+        );
+        Ok(Some(access::Access::token(users, policy, issuer)))
+    }
 }
 
 /// Where the data lives. Each flag also reads distribution's env var, and for object storage
@@ -129,6 +219,7 @@ impl StorageArgs {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let access = args.auth.access()?;
     let fsync = args.storage.fsync;
     let settings = args
         .storage
@@ -137,9 +228,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(|e| ConfigError(e.to_string()))?;
     let backend = crate::storage_setup::open(&settings, fsync).await?;
     let store = Store::new(backend, args.max_manifest_bytes);
-    let app = registry::App::new(store.clone())
+    let mut app = registry::App::new(store.clone())
         .with_redirect(args.redirect)
         .with_body_timeout(args.body_timeout);
+    if let Some(access) = access {
+        tracing::info!(mode = ?args.auth.auth, "access control on");
+        app = app.with_access(access, args.auth.auth_realm.clone());
+    }
     let health = registry::health::HealthConfig {
         interval: args.health_interval,
         threshold: args.health_threshold.max(1),

@@ -11,6 +11,7 @@
 //! `percent-encoding` (paths arrive encoded; `%2e%2e` must be seen as `..` and refused), `serde_urlencoded`
 //! for query strings, `http-body-util` for the bounded manifest read.
 
+mod auth;
 mod blobs;
 pub mod error;
 pub mod health;
@@ -51,6 +52,10 @@ pub struct App {
     /// Longest pause allowed between two pieces of a request body: a stalled upload must not hold
     /// its connection (and, on disk, a writer thread) forever.
     pub body_timeout: std::time::Duration,
+    /// `None`: no access control (anyone who can reach the registry may do anything).
+    pub access: Option<Arc<access::Access>>,
+    /// The token endpoint URL put in challenges; `None`: derived from the request's Host.
+    pub auth_realm: Option<String>,
 }
 
 impl App {
@@ -61,7 +66,15 @@ impl App {
             health: Arc::new(health::Health::default()),
             redirect: false,
             body_timeout: std::time::Duration::from_secs(60),
+            access: None,
+            auth_realm: None,
         }
+    }
+
+    pub fn with_access(mut self, access: access::Access, realm: Option<String>) -> App {
+        self.access = Some(Arc::new(access));
+        self.auth_realm = realm;
+        self
     }
 
     pub fn with_body_timeout(mut self, timeout: std::time::Duration) -> App {
@@ -97,6 +110,7 @@ pub fn router(app: App) -> Router {
         .route("/v2/", get(base).head(base))
         .route("/v2", get(base).head(base))
         .route("/v2/_catalog", get(catalog))
+        .route("/auth/token", get(auth::token))
         .route("/v2/{*rest}", axum::routing::any(dispatch))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -115,7 +129,12 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-async fn base() -> Response {
+async fn base(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Some(access) = &app.access
+        && let Err(e) = auth::check_base(access, &app, &headers)
+    {
+        return labelled(e.into_response(), "base");
+    }
     let mut response = axum::Json(serde_json::json!({})).into_response();
     response.headers_mut().insert(
         "docker-distribution-api-version",
@@ -132,8 +151,18 @@ async fn ready(State(app): State<App>) -> Response {
 }
 
 async fn catalog(State(app): State<App>, req: Request) -> Response {
+    let authorization = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    // Only what the caller may pull is listed.
+    let visible = |name: &str| {
+        app.access
+            .as_ref()
+            .is_none_or(|a| a.can_list(authorization, name))
+    };
     let result = match params(req.uri().query()) {
-        Ok(p) => listing::catalog(&app, &p).await,
+        Ok(p) => listing::catalog(&app, &p, &visible).await,
         Err(e) => Err(e),
     };
     labelled(
@@ -153,7 +182,24 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
         Err(e) => return labelled(e.into_response(), "unknown"),
     };
     let result = match params(parts.uri.query()) {
-        Ok(params) => handle(&app, &parts.method, target, &parts.headers, &params, body).await,
+        Ok(mut params) => match &app.access {
+            Some(access) => {
+                match auth::check(
+                    access,
+                    &app,
+                    &parts.headers,
+                    &parts.method,
+                    &target,
+                    &mut params,
+                ) {
+                    Ok(()) => {
+                        handle(&app, &parts.method, target, &parts.headers, &params, body).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            None => handle(&app, &parts.method, target, &parts.headers, &params, body).await,
+        },
         Err(e) => Err(e),
     };
     labelled(result.unwrap_or_else(IntoResponse::into_response), label)

@@ -22,11 +22,18 @@ pub async fn tags(app: &App, name: &RepoName, params: &Params) -> Result<Respons
     ))
 }
 
-pub async fn catalog(app: &App, params: &Params) -> Result<Response, ApiError> {
+/// A page of the catalog, keeping only the names `visible` allows (the Link still continues
+/// after the last name read, so hidden names do not end the listing early).
+pub async fn catalog(
+    app: &App,
+    params: &Params,
+    visible: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Response, ApiError> {
     let n = page_size(params)?;
     let page = app.store.catalog_page(n, params.last.as_deref()).await?;
     let link = next_link("/v2/_catalog", n, &page);
-    Ok(with_link(Json(json!({"repositories": page.items})), link))
+    let shown: Vec<&String> = page.items.iter().filter(|r| visible(r)).collect();
+    Ok(with_link(Json(json!({"repositories": shown})), link))
 }
 
 pub async fn referrers(

@@ -16,6 +16,18 @@ pub enum Target {
 }
 
 impl Target {
+    /// The repository the request is about.
+    pub fn name(&self) -> &RepoName {
+        match self {
+            Target::Manifest(n, _)
+            | Target::Blob(n, _)
+            | Target::Uploads(n)
+            | Target::Upload(n, _)
+            | Target::Tags(n)
+            | Target::Referrers(n, _) => n,
+        }
+    }
+
     /// A fixed label for metrics and logs.
     pub fn label(&self) -> &'static str {
         match self {

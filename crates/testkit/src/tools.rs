@@ -69,6 +69,18 @@ impl Skopeo {
         self.run(&args);
     }
 
+    /// Runs `skopeo <args>` whatever its outcome (for refusals a test expects).
+    pub fn try_run(&self, args: &[&str]) -> Output {
+        let policy = self.dir.path().join("policy.json");
+        Command::new("skopeo")
+            .arg("--policy")
+            .arg(policy)
+            .args(args)
+            .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json"))
+            .output()
+            .expect("run skopeo (the test command installs it)")
+    }
+
     /// Runs `skopeo <args>` and returns its stdout; panics with its output if it fails.
     pub fn run(&self, args: &[&str]) -> String {
         let policy = self.dir.path().join("policy.json");
