@@ -184,6 +184,7 @@ pub async fn run(
 /// The leader's work: the credential loop and the namespace controller, until dropped.
 async fn lead(client: Client, config: Arc<Config>, source: Source, shared: Arc<Shared>) {
     let secrets_api: Api<Secret> = Api::all(client.clone());
+    let secrets_listed = Arc::new(AtomicBool::new(false));
     let (reader, writer) = reflector::store();
     let secret_events = watcher(
         secrets_api,
@@ -192,6 +193,14 @@ async fn lead(client: Client, config: Arc<Config>, source: Source, shared: Arc<S
     .default_backoff()
     .modify(reconcile::slim_secret)
     .reflect(writer)
+    .inspect({
+        let listed = secrets_listed.clone();
+        move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                listed.store(true, Ordering::Release);
+            }
+        }
+    })
     .touched_objects();
     let credential_changes =
         futures_util::stream::unfold(shared.credential.subscribe(), |mut rx| async {
@@ -211,6 +220,7 @@ async fn lead(client: Client, config: Arc<Config>, source: Source, shared: Arc<S
         config: config.clone(),
         shared: shared.clone(),
         secrets: reader,
+        secrets_listed,
         patched: Default::default(),
     });
     let controller = Controller::for_stream(namespace_events, namespace_reader)

@@ -5,6 +5,7 @@
 //! periodic resync and the wake-up after every refresh only write where something differs.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -23,12 +24,15 @@ const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
 const DATA_KEY: &str = ".dockerconfigjson";
 /// A new namespace's `default` ServiceAccount appears a moment after the namespace.
 const SERVICE_ACCOUNT_RETRY: Duration = Duration::from_secs(2);
+const CACHE_NOT_READY_RETRY: Duration = Duration::from_millis(200);
 
 pub struct Context {
     pub client: Client,
     pub config: Arc<Config>,
     pub shared: Arc<Shared>,
     pub secrets: Store<Secret>,
+    /// Set once the secret watch delivered its first complete list.
+    pub secrets_listed: Arc<AtomicBool>,
     /// Namespaces (by uid) whose ServiceAccounts already list the secret.
     pub patched: Mutex<HashSet<String>>,
 }
@@ -48,6 +52,12 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
         return Ok(Action::await_change());
     };
     let desired = credential.docker_config_json();
+    // Until the secret cache has its first full list, "not cached" does not mean "missing": a
+    // new leader would otherwise rewrite every namespace's secret. Come back rather than wait,
+    // so no reconcile slot is held.
+    if !ctx.secrets_listed.load(Ordering::Acquire) {
+        return Ok(Action::requeue(CACHE_NOT_READY_RETRY));
+    }
     if !holds(&ctx, &name, desired.expose().as_bytes()) {
         match write_secret(&ctx, &name, desired.expose()).await {
             Ok(()) => {
