@@ -83,6 +83,9 @@ template, so `helm template` and `helm install` stop with the message.
     {{- fail "registry-token-refresher.gcr.key_json is not the base64 of a service-account JSON key: encode the key file with base64 -w0 key.json" -}}
   {{- end -}}
 {{- end -}}
+{{- if and (eq $loc "on-cluster") .Values.registry.gc.cronjob_schedule (eq (.Values.global.storage | default "filesystem") "filesystem") -}}
+  {{- fail "registry.gc.cronjob_schedule needs object storage: with filesystem the data lives in the registry pod; use registry.gc.interval instead" -}}
+{{- end -}}
 {{- if and (eq $loc "on-cluster") (eq .Values.global.storage "swift") -}}
   {{- fail "global.storage=swift is not supported by Quayside: use s3, gcs, azure, minio or filesystem" -}}
 {{- end -}}
@@ -92,4 +95,21 @@ template, so `helm template` and `helm install` stop with the message.
     {{- fail "gcs.key_json is not the base64 of a service-account JSON key: encode the key file with base64 -w0 key.json" -}}
   {{- end -}}
 {{- end -}}
+{{- end }}
+
+{{/* Storage and GC settings shared by the registry and the GC CronJob. */}}
+{{- define "quayside.storageEnv" -}}
+{{- $storage := .Values.global.storage | default "filesystem" -}}
+- name: REGISTRY_STORAGE
+  value: {{ $storage | quote }}
+- name: QUAYSIDE_DATA_DIR
+  value: /var/lib/registry
+{{- if ne $storage "filesystem" }}
+- name: QUAYSIDE_STORAGE_CREDS_DIR
+  value: {{ include "quayside.credsDir" . }}
+{{- end }}
+- name: QUAYSIDE_GC_GRACE
+  value: {{ .Values.registry.gc.grace | default "1h" | quote }}
+- name: QUAYSIDE_GC_DELETE_UNTAGGED
+  value: {{ .Values.registry.gc.delete_untagged | default false | quote }}
 {{- end }}

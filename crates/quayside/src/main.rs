@@ -8,6 +8,7 @@
 //! command line and from a Kubernetes manifest), `tracing-subscriber` (text or JSON logs).
 
 mod credentials_cmd;
+mod gc_cmd;
 mod image_cmd;
 mod proxy_cmd;
 mod refresher_cmd;
@@ -56,6 +57,8 @@ enum Command {
     /// Print the registry credential the configured location gives now (or act as a kubelet
     /// credential provider).
     Credentials(credentials_cmd::Args),
+    /// Delete blobs no manifest references (and optionally untagged manifests), online.
+    Gc(Box<gc_cmd::Args>),
 }
 
 /// Exit code for a configuration error (sysexits' EX_USAGE): the pod's logs say which key to fix.
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
             Command::Image(args) => image_cmd::run(args).await,
             Command::TokenRefresher(args) => refresher_cmd::run(*args).await,
             Command::Credentials(args) => credentials_cmd::run(args).await,
+            Command::Gc(args) => gc_cmd::run(*args).await,
         }
     });
     match result {

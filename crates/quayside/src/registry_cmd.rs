@@ -38,6 +38,37 @@ pub struct Args {
     storage: StorageArgs,
     #[command(flatten)]
     auth: AuthArgs,
+    /// Run garbage collection this often inside the registry (off when unset).
+    #[arg(long, env = "QUAYSIDE_GC_INTERVAL", value_parser = humantime::parse_duration)]
+    gc_interval: Option<std::time::Duration>,
+    #[command(flatten)]
+    gc: GcArgs,
+}
+
+/// What garbage collection deletes (`quayside gc`, and `registry --gc-interval`).
+#[derive(clap::Args, Debug)]
+pub(crate) struct GcArgs {
+    /// Also delete manifests no tag reaches (through an index or as a referrer included).
+    #[arg(long, env = "QUAYSIDE_GC_DELETE_UNTAGGED", default_value_t = false, action = clap::ArgAction::Set)]
+    gc_delete_untagged: bool,
+    /// Blobs and manifests written more recently than this are kept, so pushes in flight keep
+    /// their blobs.
+    #[arg(long, env = "QUAYSIDE_GC_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]
+    gc_grace: std::time::Duration,
+    /// Upload sessions started longer ago than this are purged.
+    #[arg(long, env = "QUAYSIDE_GC_UPLOAD_MAX_AGE", default_value = "24h", value_parser = humantime::parse_duration)]
+    gc_upload_max_age: std::time::Duration,
+}
+
+impl GcArgs {
+    pub(crate) fn options(&self, dry_run: bool) -> storage::GcOptions {
+        storage::GcOptions {
+            dry_run,
+            delete_untagged: self.gc_delete_untagged,
+            grace: self.gc_grace,
+            upload_max_age: self.gc_upload_max_age,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -131,7 +162,7 @@ impl AuthArgs {
 /// Where the data lives. Each flag also reads distribution's env var, and for object storage
 /// any key not given falls back to Workflow's mounted `objectstorage-keyfile` secret.
 #[derive(clap::Args, Debug)]
-struct StorageArgs {
+pub(crate) struct StorageArgs {
     /// filesystem, s3, gcs, azure or minio (Workflow's `global.storage`; swift is refused).
     #[arg(long, env = "REGISTRY_STORAGE", default_value = "filesystem")]
     storage: String,
@@ -194,6 +225,18 @@ fn secret(s: &str) -> Result<Secret, std::convert::Infallible> {
 }
 
 impl StorageArgs {
+    /// The store these settings describe (bucket provisioned, storage checked), and where it
+    /// is, for logs (never credentials).
+    pub(crate) async fn open(self, max_manifest_bytes: u64) -> anyhow::Result<(Store, String)> {
+        let fsync = self.fsync;
+        let settings = self
+            .inputs()
+            .resolve()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        let backend = crate::storage_setup::open(&settings, fsync).await?;
+        Ok((Store::new(backend, max_manifest_bytes), describe(&settings)))
+    }
+
     fn inputs(self) -> StorageInputs {
         StorageInputs {
             storage: Some(self.storage),
@@ -220,14 +263,7 @@ impl StorageArgs {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let access = args.auth.access()?;
-    let fsync = args.storage.fsync;
-    let settings = args
-        .storage
-        .inputs()
-        .resolve()
-        .map_err(|e| ConfigError(e.to_string()))?;
-    let backend = crate::storage_setup::open(&settings, fsync).await?;
-    let store = Store::new(backend, args.max_manifest_bytes);
+    let (store, storage) = args.storage.open(args.max_manifest_bytes).await?;
     let mut app = registry::App::new(store.clone())
         .with_redirect(args.redirect)
         .with_body_timeout(args.body_timeout);
@@ -239,6 +275,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         interval: args.health_interval,
         threshold: args.health_threshold.max(1),
     };
+    if let Some(interval) = args.gc_interval {
+        let options = args.gc.options(false);
+        tracing::info!(every = ?interval, grace = ?options.grace, delete_untagged = options.delete_untagged, "garbage collection scheduled");
+        tokio::spawn(registry::gc::every(
+            interval,
+            store.clone(),
+            options,
+            app.metrics.clone(),
+        ));
+    }
     tokio::spawn(registry::health::watch(store, app.health.clone(), health));
     let app = registry::router(app);
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -251,7 +297,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })?;
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(args.listen),
-        storage = %describe(&settings),
+        storage = %storage,
         "registry serving"
     );
     serve::serve(listener, app, args.header_timeout, crate::shutdown_signal())

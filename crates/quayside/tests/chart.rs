@@ -101,8 +101,15 @@ fn secret_data(secret: &Value) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
+fn pod(workload: &Value) -> &Value {
+    match workload["kind"].as_str() {
+        Some("CronJob") => &workload["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+        _ => &workload["spec"]["template"]["spec"],
+    }
+}
+
 fn container(workload: &Value) -> &Value {
-    &workload["spec"]["template"]["spec"]["containers"][0]
+    &pod(workload)["containers"][0]
 }
 
 fn env(workload: &Value, name: &str) -> Option<String> {
@@ -115,7 +122,7 @@ fn env(workload: &Value, name: &str) -> Option<String> {
 }
 
 fn assert_hardened(workload: &Value) {
-    let pod = &workload["spec"]["template"]["spec"];
+    let pod = pod(workload);
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     let c = &container(workload)["securityContext"];
     assert_eq!(c["readOnlyRootFilesystem"], true);
@@ -308,6 +315,18 @@ fn on_cluster_renders_registry_and_proxy() {
     assert!(container(proxy)["ports"].is_null());
     let pvc = render(None, &["registry.persistence.enabled=true"]);
     find(&pvc, "PersistentVolumeClaim", "deis-registry-data");
+    assert_eq!(env(reg, "QUAYSIDE_GC_INTERVAL").as_deref(), Some("24h"));
+    let cron = render(
+        None,
+        &[
+            "global.storage=s3",
+            "registry.gc.cronjob_schedule=0 3 * * *",
+        ],
+    );
+    let job = find(&cron, "CronJob", "deis-registry-gc");
+    assert_eq!(container(job)["args"][0], "gc");
+    assert_eq!(env(job, "REGISTRY_STORAGE").as_deref(), Some("s3"));
+    assert_hardened(job);
 }
 
 #[test]
@@ -424,6 +443,11 @@ fn bad_values_are_refused_with_the_key_and_the_fix() {
         ),
         "{e}"
     );
+    let e = refused(None, &["registry.gc.cronjob_schedule=0 3 * * *"]);
+    assert!(
+        e.contains("registry.gc.cronjob_schedule needs object storage"),
+        "{e}"
+    );
     let e = refused(None, &["global.storage=swift"]);
     assert!(e.contains("swift is not supported"), "{e}");
 }
@@ -490,16 +514,21 @@ fn every_env_var_and_mount_the_chart_sets_is_read_by_the_binary() {
         render(None, &["global.storage=s3"]),
         render(None, &["global.storage=gcs", &gcs_set]),
         render(None, &["global.storage=azure"]),
-        render(None, &["global.storage=minio"]),
+        render(
+            None,
+            &[
+                "global.storage=minio",
+                "registry.gc.cronjob_schedule=0 3 * * *",
+            ],
+        ),
         render(Some("examples/ecr.yaml"), &[]),
         render(Some("examples/gcr.yaml"), &[]),
     ];
     let mut checked = 0;
     for objects in &renders {
-        for workload in objects
-            .iter()
-            .filter(|o| o["kind"] == "Deployment" || o["kind"] == "DaemonSet")
-        {
+        for workload in objects.iter().filter(|o| {
+            ["Deployment", "DaemonSet", "CronJob"].contains(&o["kind"].as_str().unwrap_or(""))
+        }) {
             let c = container(workload);
             let subcommand = c["args"][0].as_str().unwrap();
             let (env_names, defaults) = reads(subcommand);

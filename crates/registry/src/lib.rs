@@ -14,6 +14,7 @@
 mod auth;
 mod blobs;
 pub mod error;
+pub mod gc;
 pub mod health;
 mod listing;
 mod manifests;

@@ -1,12 +1,15 @@
 //! Prometheus metrics: requests by route, method and status; latency by route; bytes in and out.
 //! Labels are bounded (route labels are fixed strings, never repository names).
 
+use std::sync::atomic::AtomicU64;
+
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -32,6 +35,19 @@ pub struct Metrics {
     pub latency: Latency,
     pub received: Family<RouteLabels, Counter>,
     pub sent: Family<RouteLabels, Counter>,
+    pub gc: GcMetrics,
+}
+
+/// What scheduled garbage collection did.
+#[derive(Default)]
+pub struct GcMetrics {
+    pub runs: Counter,
+    pub failures: Counter,
+    pub blobs_deleted: Counter,
+    pub bytes_reclaimed: Counter,
+    pub manifests_deleted: Counter,
+    pub uploads_purged: Counter,
+    pub last_duration_seconds: Gauge<f64, AtomicU64>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -62,12 +78,45 @@ impl Default for Metrics {
             received.clone(),
         );
         registry.register("http_sent_bytes", "Response body bytes sent", sent.clone());
+        let gc = GcMetrics::default();
+        registry.register("gc_runs", "Garbage collection runs", gc.runs.clone());
+        registry.register(
+            "gc_failures",
+            "Garbage collection runs that failed",
+            gc.failures.clone(),
+        );
+        registry.register(
+            "gc_blobs_deleted",
+            "Blobs garbage collection deleted",
+            gc.blobs_deleted.clone(),
+        );
+        registry.register(
+            "gc_reclaimed_bytes",
+            "Bytes garbage collection reclaimed",
+            gc.bytes_reclaimed.clone(),
+        );
+        registry.register(
+            "gc_manifests_deleted",
+            "Untagged manifests garbage collection deleted",
+            gc.manifests_deleted.clone(),
+        );
+        registry.register(
+            "gc_uploads_purged",
+            "Abandoned uploads garbage collection purged",
+            gc.uploads_purged.clone(),
+        );
+        registry.register(
+            "gc_last_duration_seconds",
+            "How long the last garbage collection took",
+            gc.last_duration_seconds.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             received,
             sent,
+            gc,
         }
     }
 }

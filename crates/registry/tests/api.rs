@@ -947,6 +947,123 @@ async fn metrics_count_requests_and_bytes(kind: Kind) {
 }
 
 /// Instantiates every test above once per backend.
+async fn garbage_collection(kind: Kind) {
+    use storage::{GcOptions, Store};
+    let s = Server::start(kind).await;
+    let store = Store::new(s.backend.clone(), 4 << 20);
+    let tagged = Image::new(71, &[3000], "amd64");
+    push_image(&s, "gc/app", &tagged, "v1").await;
+    // An untagged image, a referrer of the tagged one, an orphan blob and an abandoned upload.
+    let untagged = Image::new(72, &[4000], "amd64");
+    for b in untagged.blobs() {
+        push_blob(&s, "gc/app", &b.data).await;
+    }
+    let resp = put_manifest(
+        &s,
+        "gc/app",
+        &untagged.manifest.digest,
+        OCI_MANIFEST,
+        &untagged.manifest.data,
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let config = push_blob(&s, "gc/app", b"{}").await;
+    let referrer = json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.sbom",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+        "layers": [],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": tagged.manifest.digest, "size": tagged.manifest.data.len()},
+    })
+    .to_string();
+    let referrer_digest = sha256(referrer.as_bytes());
+    let resp = put_manifest(
+        &s,
+        "gc/app",
+        &referrer_digest,
+        OCI_MANIFEST,
+        referrer.as_bytes(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let orphan = random_bytes(5000, 73);
+    let orphan_digest = push_blob(&s, "gc/orphan", &orphan).await;
+    start_upload(&s, "gc/app").await;
+    let status = |path: String| {
+        let url = s.url(&path);
+        async move { client().head(url).send().await.unwrap().status() }
+    };
+    let options = |dry_run, delete_untagged, grace| GcOptions {
+        dry_run,
+        delete_untagged,
+        grace: std::time::Duration::from_secs(grace),
+        upload_max_age: std::time::Duration::from_secs(grace),
+    };
+
+    // Within the grace period nothing goes.
+    let r = store.gc(&options(false, true, 3600)).await.unwrap();
+    assert_eq!((r.blobs_deleted, r.manifests_deleted), (0, 0), "{r:?}");
+    assert!(r.blobs_young >= 1, "{r:?}");
+    // A dry run reports and keeps.
+    let r = store.gc(&options(true, false, 0)).await.unwrap();
+    assert_eq!(
+        (r.blobs_deleted, r.bytes_reclaimed, r.uploads_purged),
+        (1, 5000, 1),
+        "{r:?}"
+    );
+    assert_eq!(
+        status(format!("/v2/gc/orphan/blobs/{orphan_digest}")).await,
+        StatusCode::OK
+    );
+    // The orphan goes; everything a manifest references stays; the upload is purged.
+    let r = store.gc(&options(false, false, 0)).await.unwrap();
+    assert_eq!(
+        (
+            r.repositories,
+            r.manifests,
+            r.blobs_deleted,
+            r.uploads_purged
+        ),
+        (1, 3, 1, 1),
+        "{r:?}"
+    );
+    assert_eq!(
+        status(format!("/v2/gc/orphan/blobs/{orphan_digest}")).await,
+        StatusCode::NOT_FOUND
+    );
+    for img in [&tagged, &untagged] {
+        for b in img.blobs() {
+            assert_eq!(
+                status(format!("/v2/gc/app/blobs/{}", b.digest)).await,
+                StatusCode::OK
+            );
+        }
+    }
+    // Asked to, untagged manifests go with their blobs; the tagged image's referrer stays.
+    let r = store.gc(&options(false, true, 0)).await.unwrap();
+    assert_eq!((r.manifests_deleted, r.blobs_deleted), (1, 3), "{r:?}");
+    assert_eq!(
+        status(format!("/v2/gc/app/manifests/{}", untagged.manifest.digest)).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        status(format!("/v2/gc/app/manifests/{referrer_digest}")).await,
+        StatusCode::OK
+    );
+    for b in tagged.blobs() {
+        assert_eq!(
+            status(format!("/v2/gc/app/blobs/{}", b.digest)).await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        status("/v2/gc/app/manifests/v1".to_string()).await,
+        StatusCode::OK
+    );
+    // A second run finds nothing more.
+    let r = store.gc(&options(false, true, 0)).await.unwrap();
+    assert_eq!((r.manifests_deleted, r.blobs_deleted), (0, 0), "{r:?}");
+}
+
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
         mod fs {
@@ -977,6 +1094,7 @@ macro_rules! suite {
 }
 
 suite!(
+    garbage_collection,
     large_blob_round_trip,
     base_endpoint,
     monolithic_push_and_pull,

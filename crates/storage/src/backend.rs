@@ -46,6 +46,8 @@ pub struct Appended {
 pub trait Backend: Send + Sync + 'static {
     /// Length of an object.
     async fn size(&self, key: &str) -> Result<u64, BackendError>;
+    /// When an object was last written (garbage collection spares recent blobs).
+    async fn modified(&self, key: &str) -> Result<std::time::SystemTime, BackendError>;
     /// Streams an object, or the given byte range of it (already checked against its size).
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, BackendError>;
     /// Reads a small object whole (links, manifests, hash states).

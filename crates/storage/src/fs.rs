@@ -77,6 +77,11 @@ impl Backend for FsBackend {
         }
     }
 
+    async fn modified(&self, key: &str) -> Result<std::time::SystemTime, BackendError> {
+        let meta = fs::metadata(self.path(key)).await.map_err(not_found)?;
+        Ok(meta.modified()?)
+    }
+
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, BackendError> {
         let path = self.path(key);
         let mut file = blocking(move || std::fs::File::open(path))

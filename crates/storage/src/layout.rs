@@ -64,6 +64,29 @@ pub fn blob_data(d: &Digest) -> String {
     )
 }
 
+/// Where the blobs of every algorithm live: `<this>/<alg>/<hex[0..2]>/<hex>/data`.
+pub fn blobs_root() -> String {
+    format!("{ROOT}/blobs")
+}
+
+/// The directory of one blob (its `data` and nothing else).
+pub fn blob_dir(d: &Digest) -> String {
+    let hex = d.hex();
+    format!(
+        "{ROOT}/blobs/{}/{}/{hex}",
+        d.algorithm().as_str(),
+        &hex[..2]
+    )
+}
+
+pub fn revisions_dir(name: &RepoName, algorithm: &str) -> String {
+    format!("{}/_manifests/revisions/{algorithm}", repo(name))
+}
+
+pub fn uploads_dir(name: &RepoName) -> String {
+    format!("{}/_uploads", repo(name))
+}
+
 pub fn repositories() -> String {
     format!("{ROOT}/repositories")
 }

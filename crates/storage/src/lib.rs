@@ -16,6 +16,7 @@ pub mod azure;
 pub mod backend;
 mod blobs;
 pub mod fs;
+pub mod gc;
 pub mod layout;
 mod listing;
 mod manifests;
@@ -26,6 +27,7 @@ mod uploads;
 
 pub use backend::{Appended, Appender, Backend, BackendError, ByteStream};
 pub use fs::FsBackend;
+pub use gc::{GcOptions, GcReport};
 pub use layout::UploadId;
 pub use listing::Page;
 pub use manifests::{ManifestContent, PutManifest};

@@ -172,6 +172,11 @@ impl Backend for ObjectBackend {
         Ok(self.store.head(&self.path(key)).await.map_err(err)?.size)
     }
 
+    async fn modified(&self, key: &str) -> Result<std::time::SystemTime, BackendError> {
+        let meta = self.store.head(&self.path(key)).await.map_err(err)?;
+        Ok(meta.last_modified.into())
+    }
+
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, BackendError> {
         let options = GetOptions {
             range: range.map(GetRange::Bounded),

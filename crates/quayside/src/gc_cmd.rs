@@ -1,0 +1,24 @@
+//! `quayside gc`: one garbage collection over the registry's storage, safe while registries
+//! serve it (see `storage::gc`); prints what it did (or would do) as JSON.
+
+use crate::registry_cmd::{GcArgs, StorageArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Report what would be deleted and the bytes reclaimed; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    gc: GcArgs,
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let (store, storage) = args.storage.open(4 * 1024 * 1024).await?;
+    let started = std::time::Instant::now();
+    let report = store.gc(&args.gc.options(args.dry_run)).await?;
+    tracing::info!(%storage, seconds = started.elapsed().as_secs_f64(), "garbage collection done");
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
