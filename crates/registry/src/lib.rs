@@ -24,6 +24,13 @@ pub mod route;
 mod telemetry;
 mod uploads;
 
+/// The parsers of client input, public for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub mod parsers {
+    pub use crate::blobs::parse_range;
+    pub use crate::uploads::parse_content_range;
+}
+
 use std::io;
 use std::sync::Arc;
 

@@ -158,7 +158,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 
 /// `Content-Range: <start>-<end>` (inclusive), as the spec writes it; `bytes ` and `bytes=`
 /// prefixes, which some clients send, are accepted too.
-fn parse_content_range(value: &str) -> Result<(u64, u64), ApiError> {
+pub fn parse_content_range(value: &str) -> Result<(u64, u64), ApiError> {
     let invalid = || {
         ApiError::new(
             ErrorCode::RangeInvalid,

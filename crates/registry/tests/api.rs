@@ -1023,7 +1023,7 @@ async fn garbage_collection(kind: Kind) {
             r.blobs_deleted,
             r.uploads_purged
         ),
-        (1, 3, 1, 1),
+        (2, 3, 1, 1),
         "{r:?}"
     );
     assert_eq!(

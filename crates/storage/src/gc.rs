@@ -63,7 +63,11 @@ impl Store {
         };
         let mut marked = HashSet::new();
         let mut seen = HashSet::new();
-        for repo in self.catalog_page(None, None).await?.items {
+        // Repositories without manifests still hold uploads (a first push cut short).
+        for repo in self
+            .repository_dirs(&["_manifests", "_uploads", "_layers"])
+            .await?
+        {
             let Ok(name) = repo.parse::<RepoName>() else {
                 continue;
             };

@@ -53,18 +53,29 @@ impl Store {
         n: Option<usize>,
         last: Option<&str>,
     ) -> Result<Page, StoreError> {
+        let repos = self.repository_dirs(&["_manifests"]).await?;
+        Ok(Page::of(repos, n, last))
+    }
+
+    /// Names of the repository directories holding any of `markers` (`_manifests` for the
+    /// catalog; garbage collection also wants repositories that only hold uploads or layers).
+    /// Repositories nest (`a` and `a/b`).
+    pub(crate) async fn repository_dirs(
+        &self,
+        markers: &[&str],
+    ) -> Result<Vec<String>, StoreError> {
         let mut repos = Vec::new();
         let mut pending = vec![String::new()];
-        // A repository is a directory holding `_manifests`; repositories nest (`a` and `a/b`).
         while let Some(dir) = pending.pop() {
             let key = if dir.is_empty() {
                 layout::repositories()
             } else {
                 format!("{}/{dir}", layout::repositories())
             };
+            let mut marked = false;
             for child in self.backend.list(&key).await? {
-                if child == "_manifests" {
-                    repos.push(dir.clone());
+                if markers.contains(&child.as_str()) {
+                    marked = true;
                 } else if !child.starts_with('_') {
                     let path = if dir.is_empty() {
                         child
@@ -74,9 +85,12 @@ impl Store {
                     pending.push(path);
                 }
             }
+            if marked {
+                repos.push(dir);
+            }
         }
         repos.retain(|r| r.parse::<RepoName>().is_ok());
-        Ok(Page::of(repos, n, last))
+        Ok(repos)
     }
 }
 
