@@ -86,15 +86,22 @@ fn gc_command_beside_a_serving_registry() {
     // An upload abandoned in a repository that has nothing else (a first push cut short).
     let (status, _) = testkit::http(reg.addr, "POST", "/v2/abandoned/blobs/uploads/");
     assert_eq!(status, 202);
+    // A session a kill left with its start time but no data yet.
+    let killed = data.path().join(
+        "docker/registry/v2/repositories/killed/_uploads/0b0e0b0e-0000-4000-8000-000000000000",
+    );
+    std::fs::create_dir_all(&killed).unwrap();
+    std::fs::write(killed.join("startedat"), "2026-01-01T00:00:00Z").unwrap();
     let r = gc(
         data.path(),
         &["--gc-grace", "0s", "--gc-upload-max-age", "0s"],
     );
     assert_eq!(
         (r["blobs_deleted"].as_u64(), r["uploads_purged"].as_u64()),
-        (Some(1), Some(1))
+        (Some(1), Some(2))
     );
     assert_eq!(blob_status(reg.addr, "junk", &orphan), 404);
+    assert!(!killed.exists());
 }
 
 #[test]

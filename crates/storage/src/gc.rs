@@ -300,8 +300,15 @@ impl Store {
                     .is_ok_and(|age| age > options.upload_max_age)
             });
             if old {
+                // Not `upload_cancel`: a kill can leave a session with `startedat` and no data.
                 if !options.dry_run {
-                    self.upload_cancel(name, id).await?;
+                    match self.backend.abort(&layout::upload_data(name, id)).await {
+                        Ok(()) | Err(BackendError::NotFound) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    self.backend
+                        .delete_prefix(&layout::upload_dir(name, id))
+                        .await?;
                 }
                 purged += 1;
             }
