@@ -151,8 +151,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             };
             let name = match images::image_name(&location, &app, &tag) {
                 Err(images::NameError::EcrAccountUnknown) => {
-                    let location = with_ecr_host(location, endpoint).await?;
-                    images::image_name(&location, &app, &tag)
+                    let credential = platform_credential(&location, endpoint).await?;
+                    images::image_name(&with_registry_of(location, credential.as_ref()), &app, &tag)
                 }
                 named => named,
             }
@@ -189,7 +189,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             if let Some(message) = images::reserved(&from.repository) {
                 return Err(ConfigError(message).into());
             }
-            let location = with_ecr_host(location, endpoint.clone()).await?;
+            // One request to the issuer: the credential names ECR's host and pushes.
+            let credential = platform_credential(&location, endpoint).await?;
+            let location = with_registry_of(location, credential.as_ref());
             let name = images::image_name(&location, &app, &Tag::Version(version))
                 .map_err(|e| ConfigError(e.to_string()))?;
             let mut to = ImageRef::parse(&name).map_err(|e| ConfigError(e.to_string()))?;
@@ -197,10 +199,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 to.registry = host;
             }
             let src = registry_client::Client::new(&from.registry, source_credentials.get()?);
-            let dst = registry_client::Client::new(
-                &to.registry,
-                platform_credentials(&location, endpoint.clone()).await?,
-            );
+            let dst = registry_client::Client::new(&to.registry, credential.map(for_client));
             publish(&src, &from, &dst, &to).await?;
             println!("{name}");
         }
@@ -211,7 +210,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let image = ImageRef::parse(&image).map_err(|e| ConfigError(e.to_string()))?;
             let credentials = match source_credentials.get()? {
                 Some(c) => Some(c),
-                None => platform_credentials(&location, endpoint.clone()).await?,
+                None => platform_credential(&location, endpoint)
+                    .await?
+                    .map(for_client),
             };
             let client = registry_client::Client::new(&image.registry, credentials);
             let config = registry_client::copy::image_config(&client, &image).await?;
@@ -224,20 +225,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The platform's credentials for its own registry (none on-cluster).
-async fn platform_credentials(
+/// The platform's credential for its own registry (none on-cluster): one request to the issuer.
+async fn platform_credential(
     location: &Location,
     aws_endpoint: Option<String>,
-) -> anyhow::Result<Option<registry_client::Credentials>> {
+) -> anyhow::Result<Option<credentials::Credential>> {
     let options = credentials::Options { aws_endpoint };
-    let Some(provider) = credentials::Provider::new(location, &options).await else {
-        return Ok(None);
-    };
-    let c = provider.fetch().await?;
-    Ok(Some(registry_client::Credentials {
+    match credentials::Provider::new(location, &options).await {
+        Some(provider) => Ok(Some(provider.fetch().await?)),
+        None => Ok(None),
+    }
+}
+
+fn for_client(c: credentials::Credential) -> registry_client::Credentials {
+    registry_client::Credentials {
         username: c.username,
         password: c.password,
-    }))
+    }
 }
 
 async fn publish(
@@ -310,18 +314,16 @@ async fn ensure_repo(
     Ok(())
 }
 
-/// The ECR registry host is `<account>.dkr.ecr.<region>.amazonaws.com`; without `registryid`
-/// the account is the caller's, which ECR names in the token answer's proxyEndpoint.
-async fn with_ecr_host(location: Location, endpoint: Option<String>) -> anyhow::Result<Location> {
-    let Location::Ecr(mut ecr) = location else {
-        return Ok(location);
-    };
-    let options = credentials::Options {
-        aws_endpoint: endpoint,
-    };
-    let provider = credentials::EcrProvider::new(&ecr, &options).await;
-    ecr.hostname = Some(provider.fetch().await?.registry);
-    Ok(Location::Ecr(ecr))
+/// The ECR registry host is `<account>.dkr.ecr.<region>.amazonaws.com`; without `hostname` the
+/// account is the one ECR named in the token answer's proxyEndpoint (the credential's registry).
+fn with_registry_of(location: Location, credential: Option<&credentials::Credential>) -> Location {
+    match (location, credential) {
+        (Location::Ecr(mut ecr), Some(c)) if ecr.hostname.is_none() => {
+            ecr.hostname = Some(c.registry.clone());
+            Location::Ecr(ecr)
+        }
+        (location, _) => location,
+    }
 }
 
 fn render(app: &str, secret: Option<images::PullSecret>) -> serde_json::Value {
