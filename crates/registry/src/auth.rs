@@ -2,7 +2,7 @@
 //! repository, checked before anything is looked up (so a refusal says nothing about whether
 //! the repository exists); the token endpoint of token mode.
 
-use access::{Access, Action, Denial};
+use access::{Action, Denial};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
@@ -22,16 +22,19 @@ pub fn action(method: &Method, target: &Target) -> Action {
     }
 }
 
-/// Refuses, or lets the request on; a mount from a repository the caller may not read is
-/// turned into a plain upload (as distribution does) rather than refused.
+/// Refuses, or lets the request on (always, without access control); a mount from a repository
+/// the caller may not read is turned into a plain upload (as distribution does) rather than
+/// refused.
 pub fn check(
-    access: &Access,
     app: &App,
     headers: &HeaderMap,
     method: &Method,
     target: &Target,
     params: &mut Params,
 ) -> Result<(), ApiError> {
+    let Some(access) = app.access.as_deref() else {
+        return Ok(());
+    };
     let authorization = authorization(headers);
     let realm = realm(app, headers);
     access
@@ -53,10 +56,20 @@ pub fn check(
     Ok(())
 }
 
-pub fn check_base(access: &Access, app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    access
-        .check_base(authorization(headers), &realm(app, headers))
-        .map_err(denied)
+pub fn check_base(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    match app.access.as_deref() {
+        Some(access) => access
+            .check_base(authorization(headers), &realm(app, headers))
+            .map_err(denied),
+        None => Ok(()),
+    }
+}
+
+/// Whether the catalog shows `repository` to this caller.
+pub fn can_list(app: &App, headers: &HeaderMap, repository: &str) -> bool {
+    app.access
+        .as_deref()
+        .is_none_or(|a| a.can_list(authorization(headers), repository))
 }
 
 /// `GET /auth/token?service=…&scope=…`: a token for what the caller may do of what it asks.

@@ -138,9 +138,7 @@ pub fn router(app: App) -> Router {
 }
 
 async fn base(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Some(access) = &app.access
-        && let Err(e) = auth::check_base(access, &app, &headers)
-    {
+    if let Err(e) = auth::check_base(&app, &headers) {
         return labelled(e.into_response(), "base");
     }
     let mut response = axum::Json(serde_json::json!({})).into_response();
@@ -158,18 +156,10 @@ async fn ready(State(app): State<App>) -> Response {
     }
 }
 
-async fn catalog(State(app): State<App>, req: Request) -> Response {
-    let authorization = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+async fn catalog(State(app): State<App>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
     // Only what the caller may pull is listed.
-    let visible = |name: &str| {
-        app.access
-            .as_ref()
-            .is_none_or(|a| a.can_list(authorization, name))
-    };
-    let result = match params(req.uri().query()) {
+    let visible = |name: &str| auth::can_list(&app, &headers, name);
+    let result = match params(uri.query()) {
         Ok(p) => listing::catalog(&app, &p, &visible).await,
         Err(e) => Err(e),
     };
@@ -189,27 +179,12 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
         }
         Err(e) => return labelled(e.into_response(), "unknown"),
     };
-    let result = match params(parts.uri.query()) {
-        Ok(mut params) => match &app.access {
-            Some(access) => {
-                match auth::check(
-                    access,
-                    &app,
-                    &parts.headers,
-                    &parts.method,
-                    &target,
-                    &mut params,
-                ) {
-                    Ok(()) => {
-                        handle(&app, &parts.method, target, &parts.headers, &params, body).await
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            None => handle(&app, &parts.method, target, &parts.headers, &params, body).await,
-        },
-        Err(e) => Err(e),
-    };
+    let result = async {
+        let mut params = params(parts.uri.query())?;
+        auth::check(&app, &parts.headers, &parts.method, &target, &mut params)?;
+        handle(&app, &parts.method, target, &parts.headers, &params, body).await
+    }
+    .await;
     labelled(result.unwrap_or_else(IntoResponse::into_response), label)
 }
 

@@ -255,16 +255,14 @@ impl Store {
                     if marked.contains(&d) {
                         continue;
                     }
+                    // The size (a second request on object stores) only for blobs that go.
                     let key = layout::blob_data(&d);
-                    let (Ok(modified), Ok(size)) = (
-                        self.backend.modified(&key).await,
-                        self.backend.size(&key).await,
-                    ) else {
+                    let Ok(modified) = self.backend.modified(&key).await else {
                         continue;
                     };
                     if modified > cutoff {
                         report.blobs_young += 1;
-                    } else {
+                    } else if let Ok(size) = self.backend.size(&key).await {
                         candidates.push((d, size));
                     }
                 }
