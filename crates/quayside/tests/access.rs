@@ -128,6 +128,27 @@ fn ctr_pull(addr: SocketAddr, repo: &str, user: Option<&str>) {
     ctd.ctr(&args);
 }
 
+/// The node proxy injecting bob's credentials: a client with none can read team/app through it.
+fn proxy_as_bob(skopeo: &Skopeo, registry: SocketAddr) -> Quayside {
+    let proxy = Quayside::proxy(
+        BIN,
+        registry,
+        &[
+            "--upstream-username",
+            "bob",
+            "--upstream-password",
+            "bob-pw",
+        ],
+    );
+    let through = inspect(skopeo, &format!("{}/team/app:v1", proxy.addr), None);
+    assert!(
+        through.status.success(),
+        "{}",
+        String::from_utf8_lossy(&through.stderr)
+    );
+    proxy
+}
+
 #[test]
 fn htpasswd_mode_with_skopeo_ctr_and_the_proxy() {
     let (dir, data, layout) = (
@@ -226,21 +247,7 @@ fn htpasswd_mode_with_skopeo_ctr_and_the_proxy() {
 
     ctr_pull(reg.addr, "team/app", Some("bob:bob-pw"));
     // Nodes pull through the proxy, which adds the credentials.
-    let proxy = Quayside::proxy(
-        BIN,
-        reg.addr,
-        &[
-            "--upstream-username",
-            "bob",
-            "--upstream-password",
-            "bob-pw",
-        ],
-    );
-    assert!(
-        inspect(&skopeo, &format!("{}/team/app:v1", proxy.addr), None)
-            .status
-            .success()
-    );
+    let proxy = proxy_as_bob(&skopeo, reg.addr);
     ctr_pull(proxy.addr, "team/app", None);
     let (status, _) = curl(&[&format!(
         "http://{}/v2/team/app/manifests/{}",
@@ -349,19 +356,5 @@ fn token_mode_with_two_replicas_anonymous_pulls_and_the_proxy() {
     assert_eq!(status, 401);
 
     ctr_pull(b.addr, "team/app", Some("alice:alice-pw"));
-    let proxy = Quayside::proxy(
-        BIN,
-        a.addr,
-        &[
-            "--upstream-username",
-            "bob",
-            "--upstream-password",
-            "bob-pw",
-        ],
-    );
-    assert!(
-        inspect(&skopeo, &format!("{}/team/app:v1", proxy.addr), None)
-            .status
-            .success()
-    );
+    proxy_as_bob(&skopeo, a.addr);
 }

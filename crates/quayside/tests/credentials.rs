@@ -217,21 +217,9 @@ fn token_refresher_process_writes_secrets_and_reports() {
         ("username", "deploy"),
         ("password", "hub-password"),
     ]);
-    let args: Vec<String> = [
-        "--log-format",
-        "json",
-        "token-refresher",
-        "--listen",
-        "127.0.0.1:0",
-        "--registry-secret-dir",
-        dir.path().to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let refresher = Quayside::spawn_env(
+    let refresher = Quayside::token_refresher(
         BIN,
-        &args,
+        dir.path(),
         &[
             ("KUBECONFIG", kubeconfig.to_str().unwrap()),
             ("DEIS_REGISTRY_LOCATION", "off-cluster"),
@@ -240,7 +228,6 @@ fn token_refresher_process_writes_secrets_and_reports() {
             ("POD_NAMESPACE", "deis"),
             ("POD_NAME", "refresher-0"),
         ],
-        "token refresher started",
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     while kube

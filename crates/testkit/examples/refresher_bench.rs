@@ -27,30 +27,17 @@ async fn main() {
     let kubeconfig = kube.write_kubeconfig(home.path());
     std::fs::write(home.path().join("key.json"), oauth.key_json()).unwrap();
     std::fs::write(home.path().join("hostname"), "").unwrap();
-    let args: Vec<String> = [
-        "--log-format",
-        "json",
-        "token-refresher",
-        "--listen",
-        "127.0.0.1:0",
-        "--registry-secret-dir",
-        home.path().to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
     let started = Instant::now();
     let refresher = tokio::task::block_in_place(|| {
-        Quayside::spawn_env(
+        Quayside::token_refresher(
             &bin,
-            &args,
+            home.path(),
             &[
                 ("KUBECONFIG", kubeconfig.to_str().unwrap()),
                 ("DEIS_REGISTRY_LOCATION", "gcr"),
                 ("POD_NAMESPACE", "deis"),
                 ("RUST_LOG", "warn,quayside=info"),
             ],
-            "token refresher started",
         )
     });
     let written = |kube: &FakeKube| {

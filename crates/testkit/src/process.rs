@@ -59,6 +59,24 @@ impl Quayside {
         Quayside::spawn(bin, &args, "proxy serving")
     }
 
+    /// `quayside token-refresher` with the registry-secret in `creds_dir`, its probes on a free
+    /// loopback port; `env` carries the location, the kubeconfig and the rest.
+    pub fn token_refresher(bin: &str, creds_dir: &Path, env: &[(&str, &str)]) -> Quayside {
+        let args: Vec<String> = [
+            "--log-format",
+            "json",
+            "token-refresher",
+            "--listen",
+            "127.0.0.1:0",
+            "--registry-secret-dir",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([creds_dir.display().to_string()])
+        .collect();
+        Quayside::spawn_env(bin, &args, env, "token refresher started")
+    }
+
     /// Runs `bin args`, waiting for the JSON log line whose message is `ready_message` and whose
     /// `listen` field holds the bound address.
     pub fn spawn(bin: &str, args: &[String], ready_message: &str) -> Quayside {
