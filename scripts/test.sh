@@ -58,4 +58,4 @@ export QUAYSIDE_TEST_AZURE_ENDPOINT="http://127.0.0.1:$azurite_port/devstoreacco
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast

@@ -31,7 +31,8 @@ macro_rules! codes {
         impl FromStr for ErrorCode {
             type Err = ();
             fn from_str(s: &str) -> Result<Self, ()> {
-                // SIZE_INVALID and UNSUPPORTED each name two statuses; parsing yields the first.
+                // SIZE_INVALID, UNSUPPORTED and BLOB_UPLOAD_INVALID each name two statuses;
+                // parsing yields the first.
                 #[allow(unreachable_patterns)]
                 match s { $($code => Ok(ErrorCode::$variant),)* _ => Err(()) }
             }
@@ -43,6 +44,7 @@ codes! {
     BlobUnknown = "BLOB_UNKNOWN", 404, "blob unknown to registry";
     BlobUploadInvalid = "BLOB_UPLOAD_INVALID", 400, "blob upload invalid";
     BlobUploadUnknown = "BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry";
+    UploadBusy = "BLOB_UPLOAD_INVALID", 409, "blob upload is in use by another request";
     DigestInvalid = "DIGEST_INVALID", 400, "provided digest did not match uploaded content";
     ManifestBlobUnknown = "MANIFEST_BLOB_UNKNOWN", 400, "manifest references a manifest or blob unknown to registry";
     ManifestInvalid = "MANIFEST_INVALID", 400, "manifest invalid";

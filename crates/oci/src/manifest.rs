@@ -54,6 +54,13 @@ pub enum ManifestError {
     MissingConfig,
     #[error("index has no manifests array")]
     MissingManifests,
+    /// Fields of the other kind: a reader that guessed the kind from the fields would see
+    /// different references than the media type says.
+    #[error("{media_type} must not have a {field:?} field")]
+    ShapeMismatch {
+        media_type: String,
+        field: &'static str,
+    },
 }
 
 #[derive(Deserialize)]
@@ -80,6 +87,17 @@ impl Manifest {
         let media_type = resolve_media_type(&raw, content_type)?;
         let is_index = media::is_index(&media_type)
             .ok_or_else(|| ManifestError::UnsupportedMediaType(media_type.clone()))?;
+        let foreign = if is_index {
+            [
+                ("config", raw.config.is_some()),
+                ("layers", raw.layers.is_some()),
+            ]
+        } else {
+            [("manifests", raw.manifests.is_some()), ("", false)]
+        };
+        if let Some((field, _)) = foreign.into_iter().find(|(_, present)| *present) {
+            return Err(ManifestError::ShapeMismatch { media_type, field });
+        }
         if is_index {
             let manifests = raw.manifests.ok_or(ManifestError::MissingManifests)?;
             Ok(Manifest {
@@ -106,6 +124,21 @@ impl Manifest {
                 annotations: raw.annotations,
             })
         }
+    }
+
+    /// Parses stored manifest bytes as they are served: with the media type
+    /// [`Manifest::sniff_media_type`] gives them. Garbage collection and the registry both read
+    /// stored manifests through this.
+    pub fn parse_stored(body: &[u8]) -> Result<Manifest, ManifestError> {
+        let media_type = Manifest::sniff_media_type(body).ok_or(ManifestError::UnknownKind)?;
+        Manifest::parse(body, Some(&media_type))
+    }
+
+    /// The blobs a registry must hold for this manifest: all but non-distributable layers.
+    pub fn stored_blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        self.blobs
+            .iter()
+            .filter(|b| !media::is_non_distributable(&b.media_type))
     }
 
     /// The media type of stored manifest bytes that were validated when pushed. Cheaper than
@@ -177,6 +210,30 @@ mod tests {
         let m = Manifest::parse(body.as_bytes(), None).unwrap();
         assert_eq!(m.subject.unwrap().size, 1);
         assert_eq!(m.artifact_type.as_deref(), Some("application/x-sig"));
+    }
+
+    #[test]
+    fn refuses_fields_of_the_other_kind() {
+        let with_manifests = image(r#","manifests":[]"#)
+            .replace(&format!(r#""mediaType":"{}","#, media::OCI_MANIFEST), "");
+        assert!(matches!(
+            Manifest::parse(with_manifests.as_bytes(), Some(media::OCI_MANIFEST)),
+            Err(ManifestError::ShapeMismatch {
+                field: "manifests",
+                ..
+            })
+        ));
+        let index_with_layers = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[],"layers":[]}}"#,
+            media::OCI_INDEX
+        );
+        assert!(matches!(
+            Manifest::parse(index_with_layers.as_bytes(), None),
+            Err(ManifestError::ShapeMismatch {
+                field: "layers",
+                ..
+            })
+        ));
     }
 
     #[test]

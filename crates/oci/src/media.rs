@@ -14,3 +14,15 @@ pub fn is_index(media_type: &str) -> Option<bool> {
         _ => None,
     }
 }
+
+/// Layers that registries need not hold (their blobs may live at the descriptor's `urls`): OCI's
+/// non-distributable layers and Docker's foreign layers.
+pub fn is_non_distributable(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+    )
+}

@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (store, storage) = args.storage.open(4 * 1024 * 1024).await?;
+    let (store, storage) = args.storage.open().await?;
     let started = std::time::Instant::now();
     let report = store.gc(&args.gc.options(args.dry_run)).await?;
     tracing::info!(%storage, seconds = started.elapsed().as_secs_f64(), "garbage collection done");

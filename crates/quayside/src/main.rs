@@ -8,6 +8,7 @@
 //! command line and from a Kubernetes manifest), `tracing-subscriber` (text or JSON logs).
 
 mod credentials_cmd;
+mod fsck_cmd;
 mod gc_cmd;
 mod image_cmd;
 mod proxy_cmd;
@@ -59,6 +60,8 @@ enum Command {
     Credentials(credentials_cmd::Args),
     /// Delete blobs no manifest references (and optionally untagged manifests), online.
     Gc(Box<gc_cmd::Args>),
+    /// Check that every stored blob hashes to its digest (and optionally delete those that do not).
+    Fsck(Box<fsck_cmd::Args>),
 }
 
 /// Exit code for a configuration error (sysexits' EX_USAGE): the pod's logs say which key to fix.
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
             Command::TokenRefresher(args) => refresher_cmd::run(*args).await,
             Command::Credentials(args) => credentials_cmd::run(args).await,
             Command::Gc(args) => gc_cmd::run(*args).await,
+            Command::Fsck(args) => fsck_cmd::run(*args).await,
         }
     });
     match result {

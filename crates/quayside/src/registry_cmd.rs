@@ -14,9 +14,6 @@ pub struct Args {
     /// Address to listen on; `0.0.0.0:5000` inside a cluster.
     #[arg(long, env = "QUAYSIDE_LISTEN", default_value = "127.0.0.1:5000")]
     listen: SocketAddr,
-    /// Largest manifest accepted, in bytes.
-    #[arg(long, env = "QUAYSIDE_MAX_MANIFEST_BYTES", default_value_t = 4 * 1024 * 1024)]
-    max_manifest_bytes: u64,
     /// How often storage is checked.
     #[arg(long, env = "QUAYSIDE_HEALTH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     health_interval: std::time::Duration,
@@ -181,6 +178,10 @@ pub(crate) struct StorageArgs {
         default_value = "/var/run/secrets/deis/registry/creds"
     )]
     creds_dir: PathBuf,
+    /// Largest manifest accepted, in bytes; garbage collection reads manifests with the same
+    /// limit, so give `quayside gc` the registry's value.
+    #[arg(long, env = "QUAYSIDE_MAX_MANIFEST_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_manifest_bytes: u64,
     /// Prefix of every key in the bucket (distribution's `rootdirectory`).
     #[arg(long, env = "QUAYSIDE_STORAGE_ROOT_DIRECTORY")]
     root_directory: Option<String>,
@@ -227,8 +228,8 @@ fn secret(s: &str) -> Result<Secret, std::convert::Infallible> {
 impl StorageArgs {
     /// The store these settings describe (bucket provisioned, storage checked), and where it
     /// is, for logs (never credentials).
-    pub(crate) async fn open(self, max_manifest_bytes: u64) -> anyhow::Result<(Store, String)> {
-        let fsync = self.fsync;
+    pub(crate) async fn open(self) -> anyhow::Result<(Store, String)> {
+        let (fsync, max_manifest_bytes) = (self.fsync, self.max_manifest_bytes);
         let settings = self
             .inputs()
             .resolve()
@@ -263,7 +264,7 @@ impl StorageArgs {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let access = args.auth.access()?;
-    let (store, storage) = args.storage.open(args.max_manifest_bytes).await?;
+    let (store, storage) = args.storage.open().await?;
     let mut app = registry::App::new(store.clone())
         .with_redirect(args.redirect)
         .with_body_timeout(args.body_timeout);

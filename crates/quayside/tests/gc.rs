@@ -174,3 +174,56 @@ fn scheduled_gc_while_pushing_keeps_every_pushed_image() {
         "{metrics}"
     );
 }
+
+/// `quayside fsck` finds a blob whose bytes no longer hash to its name (exit 1, named in the
+/// report), removes it with `--delete-corrupt`, and leaves intact blobs alone.
+#[test]
+fn fsck_finds_and_removes_corrupt_blobs() {
+    let data = tempfile::tempdir().unwrap();
+    let reg = Quayside::registry(BIN, data.path(), &[]);
+    let good = push_orphan(reg.addr, 2);
+    let bad = push_orphan(reg.addr, 3);
+    let hex = bad.trim_start_matches("sha256:");
+    let file = data.path().join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
+    std::fs::write(&file, testkit::random_bytes(10_000, 4)).unwrap();
+    let fsck = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["fsck", "--data-dir"])
+            .arg(data.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            out.status.code(),
+            report,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, report, stderr) = fsck(&[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(report["corrupt"], serde_json::json!([bad]));
+    assert_eq!(
+        (report["blobs"].as_u64(), report["removed"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert!(stderr.contains("--delete-corrupt"), "{stderr}");
+    assert_eq!(
+        blob_status(reg.addr, "junk", &bad),
+        200,
+        "kept without --delete-corrupt"
+    );
+    let (code, report, stderr) = fsck(&["--delete-corrupt"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report["removed"].as_u64(), Some(1));
+    assert_eq!(blob_status(reg.addr, "junk", &bad), 404);
+    assert_eq!(blob_status(reg.addr, "junk", &good), 200);
+    let (code, report, _) = fsck(&[]);
+    assert_eq!(
+        (code, report["corrupt"].as_array().map(Vec::len)),
+        (Some(0), Some(0))
+    );
+}

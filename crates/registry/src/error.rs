@@ -4,7 +4,7 @@
 //! through to a 500.
 
 use axum::Json;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use oci::ErrorCode;
 use serde_json::json;
@@ -63,6 +63,15 @@ impl From<StoreError> for ApiError {
         let code = match &e {
             StoreError::BlobUnknown => ErrorCode::BlobUnknown,
             StoreError::UploadUnknown => ErrorCode::BlobUploadUnknown,
+            StoreError::UploadBusy => {
+                return ApiError::new(ErrorCode::UploadBusy, message)
+                    .with_header(header::RETRY_AFTER, 1);
+            }
+            StoreError::Collecting(_) => {
+                return ApiError::new(ErrorCode::Unavailable, message)
+                    .with_header(header::RETRY_AFTER, 5);
+            }
+            StoreError::StoredManifestInvalid { .. } => ErrorCode::Unknown,
             StoreError::ManifestUnknown => ErrorCode::ManifestUnknown,
             StoreError::NameUnknown => ErrorCode::NameUnknown,
             StoreError::DigestMismatch { .. } => ErrorCode::DigestInvalid,
@@ -78,6 +87,7 @@ impl From<StoreError> for ApiError {
             StoreError::Backend(BackendError::NotFound) => ErrorCode::Unknown,
             StoreError::Backend(BackendError::OffsetMismatch { .. }) => ErrorCode::RangeInvalid,
             StoreError::Backend(BackendError::TooLarge { .. }) => ErrorCode::Unknown,
+            StoreError::Backend(BackendError::Busy) => ErrorCode::UploadBusy,
             StoreError::Backend(BackendError::Io(_)) => ErrorCode::Unavailable,
         };
         ApiError::new(code, message)

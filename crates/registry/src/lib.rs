@@ -212,7 +212,9 @@ async fn handle(
         (Method::POST, Target::Uploads(n)) => uploads::start(app, &n, params, body).await,
         (Method::GET, Target::Upload(n, id)) => uploads::status(app, &n, &id).await,
         (Method::PATCH, Target::Upload(n, id)) => uploads::patch(app, &n, &id, headers, body).await,
-        (Method::PUT, Target::Upload(n, id)) => uploads::put(app, &n, &id, params, body).await,
+        (Method::PUT, Target::Upload(n, id)) => {
+            uploads::put(app, &n, &id, params, headers, body).await
+        }
         (Method::DELETE, Target::Upload(n, id)) => uploads::cancel(app, &n, &id).await,
         (Method::GET, Target::Tags(n)) => listing::tags(app, &n, params).await,
         (Method::GET, Target::Referrers(n, d)) => listing::referrers(app, &n, &d, params).await,

@@ -32,7 +32,7 @@ pub async fn start(
         Some(digest) => {
             let digest = parse_digest(digest)?;
             app.store
-                .upload_finish(name, id, &digest, body_stream(body, app.body_timeout))
+                .upload_finish(name, id, None, &digest, body_stream(body, app.body_timeout))
                 .await?;
             Ok(response::blob_created(name, &digest))
         }
@@ -106,6 +106,7 @@ pub async fn put(
     name: &RepoName,
     id: &str,
     params: &Params,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = parse_id(id)?;
@@ -116,10 +117,23 @@ pub async fn put(
         )
     })?;
     let digest = parse_digest(digest)?;
-    app.store
-        .upload_finish(name, id, &digest, body_stream(body, app.body_timeout))
-        .await?;
-    Ok(response::blob_created(name, &digest))
+    // A last chunk may say where it goes, as a PATCH does; a wrong start keeps the session.
+    let start = match headers.get(header::CONTENT_RANGE) {
+        Some(v) => Some(parse_content_range(v.to_str().unwrap_or(""))?.0),
+        None => None,
+    };
+    let body = body_stream(body, app.body_timeout);
+    match app
+        .store
+        .upload_finish(name, id, start, &digest, body)
+        .await
+    {
+        Ok(_) => Ok(response::blob_created(name, &digest)),
+        Err(StoreError::UploadOffset { current }) => {
+            Ok(response::upload_offset_mismatch(name, id, current))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn cancel(app: &App, name: &RepoName, id: &str) -> Result<Response, ApiError> {

@@ -292,9 +292,12 @@ async fn hostile_requests_get_4xx_and_leave_nothing_behind() {
 
     let (status, _) = testkit::raw_http(addr, &request("GET", "/v2/", &[], b"")).await;
     assert_eq!(status, 200, "still serving");
-    // Only the one legitimate blob (and the open upload session) exist.
+    // Only the one legitimate blob (with its in-use marker, and the open upload session) exist.
     let stored = files(dir.path());
-    let blobs: Vec<&String> = stored.iter().filter(|f| f.contains("/blobs/")).collect();
+    let blobs: Vec<&String> = stored
+        .iter()
+        .filter(|f| f.contains("/blobs/") && !f.ends_with("/data.quayside-used"))
+        .collect();
     assert_eq!(blobs.len(), 1, "{stored:#?}");
     assert!(blobs[0].contains(&hex));
     let repos: std::collections::BTreeSet<&str> = stored

@@ -19,6 +19,9 @@ pub enum BackendError {
     OffsetMismatch { current: u64 },
     #[error("object is larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    /// Another request holds the claim, or changed the object since it was read.
+    #[error("in use by another request")]
+    Busy,
     #[error("storage I/O: {0}")]
     Io(#[from] io::Error),
 }
@@ -40,14 +43,37 @@ pub struct Appended {
     pub meta: Option<Bytes>,
 }
 
+/// An exclusive claim on an upload, for one request at a time across processes and replicas.
+/// The filesystem holds an advisory lock that the kernel drops when the process dies; object
+/// stores hold a lease object, renewed while held and taken over once expired.
+#[async_trait]
+pub trait Claim: Send + Sync {
+    /// Gives the claim up; dropping it does too (object stores: in the background).
+    async fn release(self: Box<Self>);
+}
+
+/// The marker [`Backend::touch`] writes beside `key`.
+pub(crate) fn used_marker(key: &str) -> String {
+    format!("{key}.quayside-used")
+}
+
 /// Keys are `/`-separated relative paths built by [`crate::layout`]. Deleting what does not exist
 /// succeeds on every backend (S3 says Ok where the filesystem says NotFound: normalised here).
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Length of an object.
     async fn size(&self, key: &str) -> Result<u64, BackendError>;
-    /// When an object was last written (garbage collection spares recent blobs).
+    /// When an object was last written or [touched](Backend::touch), whichever is later
+    /// (garbage collection spares recent blobs). NotFound when neither the object nor a touch is
+    /// there.
     async fn modified(&self, key: &str) -> Result<std::time::SystemTime, BackendError>;
+    /// Records that `key` is about to be relied on (a manifest will reference it, an upload will
+    /// commit it), by writing a marker beside it that [`Backend::modified`] reads; works whether
+    /// or not the object exists yet.
+    async fn touch(&self, key: &str) -> Result<(), BackendError>;
+    /// Claims the append-only object `key` (an upload's data) for the caller alone; `Busy` while
+    /// another holds it, NotFound when there is no such upload (filesystem).
+    async fn claim(&self, key: &str) -> Result<Box<dyn Claim>, BackendError>;
     /// Streams an object, or the given byte range of it (already checked against its size).
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, BackendError>;
     /// Reads a small object whole (links, manifests, hash states).
@@ -61,7 +87,8 @@ pub trait Backend: Send + Sync + 'static {
     /// when there is nothing there.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, BackendError>;
     /// Opens an append-only object (an upload's data) for writing at `offset`, which must be its
-    /// current length (0 creates it).
+    /// current length (0 creates it). The caller holds its [claim](Backend::claim); publishing
+    /// fails with `Busy` if the object changed since it was opened all the same.
     async fn append(&self, key: &str, offset: u64) -> Result<Box<dyn Appender>, BackendError>;
     /// Length and metadata of an append-only object.
     async fn appended(&self, key: &str) -> Result<Appended, BackendError>;

@@ -73,7 +73,11 @@ impl Store {
             .read_link(&layout::layer_link(from, d))
             .await?
             .is_some();
-        if !linked || self.exists(&layout::blob_data(d)).await?.is_none() {
+        if !linked {
+            return Ok(false);
+        }
+        self.hold_blob(d).await?;
+        if self.exists(&layout::blob_data(d)).await?.is_none() {
             return Ok(false);
         }
         self.write_link(&layout::layer_link(name, d), d).await?;

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use std::io::{Read, Seek, Write};
 use tokio::fs;
 
-use crate::backend::{Appended, Appender, Backend, BackendError, ByteStream};
+use crate::backend::{Appended, Appender, Backend, BackendError, ByteStream, Claim, used_marker};
 use crate::layout;
 
 const IO_BLOCK: usize = 1 << 20;
@@ -78,8 +78,46 @@ impl Backend for FsBackend {
     }
 
     async fn modified(&self, key: &str) -> Result<std::time::SystemTime, BackendError> {
-        let meta = fs::metadata(self.path(key)).await.map_err(not_found)?;
-        Ok(meta.modified()?)
+        let (object, marker) = (self.path(key), self.path(&used_marker(key)));
+        blocking(move || {
+            let times = [object, marker].map(|p| std::fs::metadata(p).and_then(|m| m.modified()));
+            match times {
+                [Ok(a), Ok(b)] => Ok(a.max(b)),
+                [Ok(t), Err(_)] | [Err(_), Ok(t)] => Ok(t),
+                [Err(e), Err(_)] => Err(e),
+            }
+        })
+        .await
+        .map_err(not_found)
+    }
+
+    async fn touch(&self, key: &str) -> Result<(), BackendError> {
+        // Not synced: the marker only matters to a collection running now, not after a crash.
+        let marker = self.path(&used_marker(key));
+        blocking(move || with_parent(&marker, || std::fs::File::create(&marker).map(drop))).await?;
+        Ok(())
+    }
+
+    async fn claim(&self, key: &str) -> Result<Box<dyn Claim>, BackendError> {
+        // flock(2) on the data file: per open file, so two requests of one process exclude each
+        // other as two processes do, and the kernel releases it when a killed process's files
+        // close. The lock file is the data itself, so a waiter never creates a file in an upload
+        // directory that is being removed.
+        let path = self.path(key);
+        let locked = blocking(move || {
+            let file = std::fs::OpenOptions::new().read(true).open(&path)?;
+            match file.try_lock() {
+                Ok(()) => Ok(Some(file)),
+                Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => Err(e),
+            }
+        })
+        .await
+        .map_err(not_found)?;
+        match locked {
+            Some(file) => Ok(Box::new(FsClaim(file))),
+            None => Err(BackendError::Busy),
+        }
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, BackendError> {
@@ -229,9 +267,10 @@ impl Backend for FsBackend {
     }
 
     async fn rename(&self, src: &str, dest: &str) -> Result<(), BackendError> {
-        let dest = self.path(dest);
-        create_parent(&dest).await?;
-        fs::rename(self.path(src), dest).await.map_err(not_found)
+        let (src, dest) = (self.path(src), self.path(dest));
+        blocking(move || with_parent(&dest, || std::fs::rename(&src, &dest)))
+            .await
+            .map_err(not_found)
     }
 
     async fn abort(&self, key: &str) -> Result<(), BackendError> {
@@ -241,19 +280,42 @@ impl Backend for FsBackend {
     }
 
     async fn commit(&self, src: &str, dest: &str) -> Result<(), BackendError> {
-        let dest = self.path(dest);
-        create_parent(&dest).await?;
-        let src = self.path(src);
-        let trimmed = src.clone();
+        let (src, dest) = (self.path(src), self.path(dest));
+        let moved = src.clone();
         blocking(move || {
-            let file = std::fs::OpenOptions::new().write(true).open(&trimmed)?;
-            let (committed, _) = committed(&trimmed, file.metadata()?.len());
-            file.set_len(committed)
+            let file = std::fs::OpenOptions::new().write(true).open(&moved)?;
+            let (committed, _) = committed(&moved, file.metadata()?.len());
+            file.set_len(committed)?;
+            // The blob appears as new: an upload's last write may be older than gc's grace.
+            file.set_modified(std::time::SystemTime::now())?;
+            with_parent(&dest, || std::fs::rename(&moved, &dest))
         })
         .await
         .map_err(not_found)?;
-        fs::rename(&src, dest).await.map_err(not_found)?;
         ok_if_missing(fs::remove_file(meta_path(&src)).await)
+    }
+}
+
+/// The flock of [`FsBackend::claim`]: closing the file releases it.
+struct FsClaim(#[allow(dead_code)] std::fs::File);
+
+#[async_trait]
+impl Claim for FsClaim {
+    async fn release(self: Box<Self>) {}
+}
+
+/// Runs `op`, which creates `dest`, after creating its parent directory, again if the directory
+/// vanished in between (garbage collection removes emptied blob directories).
+fn with_parent<T>(dest: &Path, mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let mut tries = 0;
+    loop {
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 4 => tries += 1,
+            other => return other,
+        }
     }
 }
 
@@ -353,15 +415,12 @@ fn committed(data: &Path, file_len: u64) -> (u64, Option<Bytes>) {
 
 /// Writes `data` to `tmp` and renames it over `dest`: readers see the old file or the new one.
 fn write_then_rename(tmp: &Path, dest: &Path, data: &[u8], sync: bool) -> io::Result<()> {
-    for dir in [tmp.parent(), dest.parent()].into_iter().flatten() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut file = std::fs::File::create(tmp)?;
+    let mut file = with_parent(tmp, || std::fs::File::create(tmp))?;
     file.write_all(data)?;
     if sync {
         file.sync_data()?;
     }
-    std::fs::rename(tmp, dest)
+    with_parent(dest, || std::fs::rename(tmp, dest))
 }
 
 /// Reads until `buf` is full or the input ends.

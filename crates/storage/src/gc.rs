@@ -1,22 +1,29 @@
 //! Online garbage collection: mark every blob a manifest in any repository references, sweep
 //! the rest; optionally delete manifests no tag reaches; purge abandoned upload sessions.
 //!
-//! Why it is safe while pushes go on (the argument, also in docs/design.md):
-//! 1. A push writes blobs before the manifest that references them. A blob younger than the
-//!    grace period is never swept, so a push in flight (blobs written, manifest not yet) keeps
-//!    its blobs as long as it finishes within the grace period.
-//! 2. A push may instead *reuse* an old orphan blob (HEAD says it exists, so it is not uploaded
-//!    again) and reference it from a new manifest. Before deleting anything, the sweep lists every
-//!    repository's revisions again and marks what manifests that appeared since the mark phase
-//!    reference, so a manifest accepted before the re-mark protects its blobs.
-//! 3. What remains is a manifest PUT landing between that re-mark and the delete of one of the
-//!    orphans it reuses: the manifest is then accepted and its blob deleted a moment later. The
-//!    window is the duration of the deletes; running GC when pushes are rare (the default
-//!    schedule is daily) makes it unlikely, and a re-push heals it. Closing it fully needs a
-//!    lock every replica honours, which the storage layout has no place for.
+//! Why it never deletes what an accepted push relies on, whatever the timing, on every backend
+//! and across replicas (the protocol, also in docs/design.md):
+//! 1. A blob (or a touch of it) younger than the grace period is never swept, so an upload that
+//!    answered 201 keeps its blob for that long before a manifest must reference it.
+//! 2. Every writer that is about to rely on a blob — an upload committing it, a mount linking
+//!    it, a manifest PUT referencing it (and writing its own bytes) — first *touches* it
+//!    ([`crate::Backend::touch`]) and then reads its *collection mark*; if a collector is
+//!    deciding about it, the writer waits until the mark is gone and touches again
+//!    ([`Store::hold_blob`]).
+//! 3. The collector first writes the collection mark of each candidate, then re-reads what the
+//!    writers write: manifests that appeared since the mark phase, and the blob's last write or
+//!    touch. Only a blob still unreferenced and untouched within the grace period is deleted.
+//!
+//! Writer: touch, then read mark. Collector: write mark, then read touch. On storage that reads
+//! its own and others' writes (every backend here), at least one of the two sees the other: the
+//! collector spares the blob, or the writer waits for it to be decided and then finds it present
+//! (spared) or absent (the manifest PUT then fails with `MANIFEST_BLOB_UNKNOWN`; an upload
+//! commits it anew). A mark counts for [`MARK_TTL`] only, so a collector that died does not
+//! block writers for longer, and a collector deletes only within half that time of writing the
+//! mark (clocks of replicas may differ by up to that half).
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use oci::{Digest, Manifest, Reference, RepoName};
 
@@ -37,6 +44,13 @@ pub struct GcOptions {
     pub upload_max_age: Duration,
 }
 
+/// How long a collection mark counts.
+pub const MARK_TTL: Duration = Duration::from_secs(600);
+/// Candidates marked at once: writers needing one of them wait for the whole batch.
+const SWEEP_BATCH: usize = 256;
+/// How long a writer waits for a collector before giving up (the collector must have stalled).
+const HOLD_WAIT: Duration = Duration::from_secs(30);
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GcReport {
     pub repositories: usize,
@@ -45,6 +59,8 @@ pub struct GcReport {
     pub blobs: usize,
     pub blobs_referenced: usize,
     pub blobs_young: usize,
+    /// Candidates a push touched or referenced while the collector was deciding.
+    pub blobs_kept_in_use: usize,
     pub blobs_deleted: usize,
     pub bytes_reclaimed: u64,
     pub uploads_purged: usize,
@@ -77,31 +93,140 @@ impl Store {
             report.uploads_purged += self.purge_uploads(&name, options, started).await?;
         }
         let candidates = self.sweep_candidates(&marked, cutoff, &mut report).await?;
-        // Manifests that arrived during the mark phase protect their blobs too.
-        let mut late = HashSet::new();
-        for repo in self.catalog_page(None, None).await?.items {
-            if let Ok(name) = repo.parse::<RepoName>() {
-                for d in self.revisions(&name).await? {
-                    if !seen.contains(&(name.clone(), d.clone())) {
-                        self.mark_manifest(&d, &mut late).await?;
-                    }
-                }
+        for batch in candidates.chunks(SWEEP_BATCH) {
+            if options.dry_run {
+                report.blobs_deleted += batch.len();
+                report.bytes_reclaimed += batch.iter().map(|(_, size)| size).sum::<u64>();
+            } else {
+                self.sweep(batch, cutoff, &mut seen, &mut report).await?;
             }
-        }
-        for (digest, size) in candidates {
-            if late.contains(&digest) {
-                continue;
-            }
-            if !options.dry_run {
-                self.backend
-                    .delete_prefix(&layout::blob_dir(&digest))
-                    .await?;
-            }
-            report.blobs_deleted += 1;
-            report.bytes_reclaimed += size;
         }
         report.blobs_referenced = marked.len();
         Ok(report)
+    }
+
+    /// Deletes blobs of one batch of candidates, unless a writer shows up (see the module doc).
+    async fn sweep(
+        &self,
+        batch: &[(Digest, u64)],
+        cutoff: SystemTime,
+        seen: &mut HashSet<(RepoName, Digest)>,
+        report: &mut GcReport,
+    ) -> Result<(), StoreError> {
+        let marked_at = Instant::now();
+        for (d, _) in batch {
+            self.write_gc_mark(d).await?;
+        }
+        // Manifests that arrived since the mark phase protect their blobs too (also those of a
+        // writer from before this protocol, which does not touch).
+        let late = self.mark_late(seen).await?;
+        for (d, size) in batch {
+            let in_use = late.contains(d)
+                || self.touched_since(d, cutoff).await?
+                || marked_at.elapsed() > MARK_TTL / 2;
+            if in_use {
+                report.blobs_kept_in_use += 1;
+            } else {
+                self.backend.delete(&layout::blob_data(d)).await?;
+                report.blobs_deleted += 1;
+                report.bytes_reclaimed += size;
+            }
+            self.backend.delete(&layout::blob_gc_mark(d)).await?;
+            if !in_use {
+                // Markers and, on disk, the directory; a touch racing in may keep them.
+                let _ = self.backend.delete_prefix(&layout::blob_dir(d)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes an untagged manifest unless a push of it shows up meanwhile. Returns whether it
+    /// was deleted.
+    async fn delete_untagged(
+        &self,
+        name: &RepoName,
+        d: &Digest,
+        cutoff: SystemTime,
+    ) -> Result<bool, StoreError> {
+        self.write_gc_mark(d).await?;
+        let link = layout::revision_link(name, d);
+        let in_use = self.touched_since(d, cutoff).await?
+            || self.backend.modified(&link).await.is_ok_and(|t| t > cutoff);
+        if !in_use {
+            self.manifest_delete(name, &Reference::Digest(d.clone()))
+                .await?;
+        }
+        self.backend.delete(&layout::blob_gc_mark(d)).await?;
+        Ok(!in_use)
+    }
+
+    async fn write_gc_mark(&self, d: &Digest) -> Result<(), StoreError> {
+        let until = unix_ms(SystemTime::now() + MARK_TTL);
+        Ok(self
+            .backend
+            .put(&layout::blob_gc_mark(d), until.to_string().into())
+            .await?)
+    }
+
+    /// Whether the blob was written or touched after `cutoff` (a missing blob was not).
+    async fn touched_since(&self, d: &Digest, cutoff: SystemTime) -> Result<bool, StoreError> {
+        match self.backend.modified(&layout::blob_data(d)).await {
+            Ok(t) => Ok(t > cutoff),
+            Err(BackendError::NotFound) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// What manifests that are in no repository's `seen` revisions reference; adds them to it.
+    async fn mark_late(
+        &self,
+        seen: &mut HashSet<(RepoName, Digest)>,
+    ) -> Result<HashSet<Digest>, StoreError> {
+        let mut late = HashSet::new();
+        for repo in self.repository_dirs(&["_manifests"]).await? {
+            let Ok(name) = repo.parse::<RepoName>() else {
+                continue;
+            };
+            for d in self.revisions(&name).await? {
+                if seen.insert((name.clone(), d.clone())) {
+                    self.mark_manifest(&d, &mut late).await?;
+                }
+            }
+        }
+        Ok(late)
+    }
+
+    /// Marks `d` as about to be relied on, once no collector is deciding about it: the writer's
+    /// half of the protocol in the module doc. Returns when the caller may check that the blob
+    /// exists and rely on it.
+    pub(crate) async fn hold_blob(&self, d: &Digest) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            self.backend.touch(&layout::blob_data(d)).await?;
+            if !self.being_collected(d).await? {
+                return Ok(());
+            }
+            if started.elapsed() > HOLD_WAIT {
+                return Err(StoreError::Collecting(d.clone()));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    async fn being_collected(&self, d: &Digest) -> Result<bool, StoreError> {
+        match self.backend.read(&layout::blob_gc_mark(d), 64).await {
+            Ok(until) => {
+                let until = std::str::from_utf8(&until)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                Ok(until > unix_ms(SystemTime::now()))
+            }
+            Err(BackendError::NotFound) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn mark_repository(
@@ -127,16 +252,10 @@ impl Store {
                 .cloned()
                 .collect();
             for d in doomed {
-                let link = layout::revision_link(name, &d);
-                if self.backend.modified(&link).await.is_ok_and(|t| t > cutoff) {
-                    continue;
+                if options.dry_run || self.delete_untagged(name, &d, cutoff).await? {
+                    manifests.remove(&d);
+                    report.manifests_deleted += 1;
                 }
-                if !options.dry_run {
-                    self.manifest_delete(name, &Reference::Digest(d.clone()))
-                        .await?;
-                }
-                manifests.remove(&d);
-                report.manifests_deleted += 1;
             }
         }
         for (d, parsed) in &manifests {
@@ -195,17 +314,13 @@ impl Store {
         Ok(())
     }
 
-    /// A stored manifest, parsed; `None` if its blob is gone or unreadable (it still counts as
-    /// referenced, so nothing it might need is swept on a guess).
+    /// A stored manifest as the registry serves it; `None` if its bytes are gone. One that
+    /// cannot be read or parsed stops the run: what it references is unknown.
     async fn read_manifest(&self, d: &Digest) -> Result<Option<Manifest>, StoreError> {
-        match self
-            .backend
-            .read(&layout::blob_data(d), self.max_manifest())
-            .await
-        {
-            Ok(body) => Ok(Manifest::parse(&body, None).ok()),
-            Err(BackendError::NotFound | BackendError::TooLarge { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
+        match self.stored_manifest(d).await {
+            Ok(m) => Ok(Some(m)),
+            Err(StoreError::ManifestUnknown) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -240,35 +355,40 @@ impl Store {
         report: &mut GcReport,
     ) -> Result<Vec<(Digest, u64)>, StoreError> {
         let mut candidates = Vec::new();
+        for d in self.blob_digests().await? {
+            report.blobs += 1;
+            if marked.contains(&d) {
+                continue;
+            }
+            // The size (a second request on object stores) only for blobs that go.
+            let key = layout::blob_data(&d);
+            let Ok(modified) = self.backend.modified(&key).await else {
+                continue;
+            };
+            if modified > cutoff {
+                report.blobs_young += 1;
+            } else if let Ok(size) = self.backend.size(&key).await {
+                candidates.push((d, size));
+            }
+        }
+        Ok(candidates)
+    }
+
+    /// Every digest with a blob directory, whether or not its data is still there.
+    pub(crate) async fn blob_digests(&self) -> Result<Vec<Digest>, StoreError> {
+        let mut digests = Vec::new();
         let root = layout::blobs_root();
         for algorithm in self.backend.list(&root).await? {
             for prefix in self.backend.list(&format!("{root}/{algorithm}")).await? {
-                for hex in self
-                    .backend
-                    .list(&format!("{root}/{algorithm}/{prefix}"))
-                    .await?
-                {
-                    let Ok(d) = format!("{algorithm}:{hex}").parse::<Digest>() else {
-                        continue;
-                    };
-                    report.blobs += 1;
-                    if marked.contains(&d) {
-                        continue;
-                    }
-                    // The size (a second request on object stores) only for blobs that go.
-                    let key = layout::blob_data(&d);
-                    let Ok(modified) = self.backend.modified(&key).await else {
-                        continue;
-                    };
-                    if modified > cutoff {
-                        report.blobs_young += 1;
-                    } else if let Ok(size) = self.backend.size(&key).await {
-                        candidates.push((d, size));
+                let dir = format!("{root}/{algorithm}/{prefix}");
+                for hex in self.backend.list(&dir).await? {
+                    if let Ok(d) = format!("{algorithm}:{hex}").parse::<Digest>() {
+                        digests.push(d);
                     }
                 }
             }
         }
-        Ok(candidates)
+        Ok(digests)
     }
 
     async fn purge_uploads(
@@ -282,35 +402,77 @@ impl Store {
             let Ok(id) = id.parse::<UploadId>() else {
                 continue;
             };
-            let started = match self
-                .backend
-                .read(&layout::upload_started_at(name, id), 64)
-                .await
+            if !self
+                .upload_abandoned(name, id, options.upload_max_age, now)
+                .await?
             {
-                Ok(b) => std::str::from_utf8(&b)
-                    .ok()
-                    .and_then(|s| humantime::parse_rfc3339_weak(s.trim()).ok()),
-                Err(BackendError::NotFound) => None,
-                Err(e) => return Err(e.into()),
-            };
-            let old = started.is_none_or(|t| {
-                now.duration_since(t)
-                    .is_ok_and(|age| age > options.upload_max_age)
-            });
-            if old {
-                // Not `upload_cancel`: a kill can leave a session with `startedat` and no data.
-                if !options.dry_run {
-                    match self.backend.abort(&layout::upload_data(name, id)).await {
-                        Ok(()) | Err(BackendError::NotFound) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    self.backend
-                        .delete_prefix(&layout::upload_dir(name, id))
-                        .await?;
-                }
-                purged += 1;
+                continue;
             }
+            if options.dry_run {
+                purged += 1;
+                continue;
+            }
+            // A request working on it now holds its claim: then it is not abandoned.
+            match self.backend.claim(&layout::upload_data(name, id)).await {
+                Ok(claim) => {
+                    let discarded = self.discard_upload(name, id).await;
+                    claim.release().await;
+                    discarded?;
+                }
+                Err(BackendError::Busy) => continue,
+                // No data (a kill between `startedat` and the first write): nothing to claim.
+                Err(BackendError::NotFound) => self.discard_upload(name, id).await?,
+                Err(e) => return Err(e.into()),
+            }
+            purged += 1;
         }
         Ok(purged)
     }
+
+    /// Older than `max_age` by the id's own time (version 7 ids), else by `startedat`, else by
+    /// its last write; a session with none of these is a leftover.
+    async fn upload_abandoned(
+        &self,
+        name: &RepoName,
+        id: UploadId,
+        max_age: Duration,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let started = match id.created() {
+            Some(t) => Some(t),
+            None => self.upload_started(name, id).await?,
+        };
+        let started = match started {
+            Some(t) => Some(t),
+            None => match self.backend.modified(&layout::upload_data(name, id)).await {
+                Ok(t) => Some(t),
+                Err(BackendError::NotFound) => None,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        Ok(started.is_none_or(|t| now.duration_since(t).is_ok_and(|age| age > max_age)))
+    }
+
+    async fn upload_started(
+        &self,
+        name: &RepoName,
+        id: UploadId,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        match self
+            .backend
+            .read(&layout::upload_started_at(name, id), 64)
+            .await
+        {
+            Ok(b) => Ok(std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| humantime::parse_rfc3339_weak(s.trim()).ok())),
+            Err(BackendError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -3,6 +3,8 @@
 //! ```text
 //! docker/registry/v2/
 //! ├── blobs/<alg>/<hex[0..2]>/<hex>/data                  content, global, written once
+//! ├── blobs/<alg>/<hex[0..2]>/<hex>/data.quayside-used    touched before a push relies on it
+//! ├── blobs/<alg>/<hex[0..2]>/<hex>/data.quayside-gc      gc is deciding whether to delete it
 //! ├── repositories/<name>/
 //! │   ├── _layers/<alg>/<hex>/link                         blob is part of the repository
 //! │   ├── _manifests/revisions/<alg>/<hex>/link            manifest is part of the repository
@@ -10,6 +12,7 @@
 //! │   ├── _manifests/tags/<tag>/index/<alg>/<hex>/link     every digest the tag has pointed at
 //! │   ├── _uploads/<id>/{data,startedat}                   an unfinished upload
 //! │   ├── _uploads/<id>/data.quayside-meta                 length + hash state (filesystem)
+//! │   ├── _uploads/<id>/data.quayside-{upload,lock}        state, lease (object stores)
 //! │   └── _quayside/referrers/<alg>/<hex>/<alg>/<hex>/link referrer (second) of subject (first)
 //! └── _quayside/tmp/<id>                                   staging for atomic writes
 //! ```
@@ -26,13 +29,21 @@ use oci::{Digest, RepoName, Tag};
 
 const ROOT: &str = "docker/registry/v2";
 
-/// An upload session's id: a UUID, the only form the registry hands out.
+/// An upload session's id: a UUID, the only form the registry hands out. New ids are version 7,
+/// which carry their creation time, so garbage collection knows a session's age before anything
+/// of it is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UploadId(uuid::Uuid);
 
 impl UploadId {
     pub fn new() -> UploadId {
-        UploadId(uuid::Uuid::new_v4())
+        UploadId(uuid::Uuid::now_v7())
+    }
+
+    /// When the session was created, for ids that say (version 7; distribution's are version 4).
+    pub fn created(&self) -> Option<std::time::SystemTime> {
+        let (secs, nanos) = self.0.get_timestamp()?.to_unix();
+        Some(std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos))
     }
 }
 
@@ -62,6 +73,12 @@ pub fn blob_data(d: &Digest) -> String {
         d.algorithm().as_str(),
         &hex[..2]
     )
+}
+
+/// Written by garbage collection while it decides whether to delete the blob (holds the time
+/// until which the mark counts); see `gc`.
+pub fn blob_gc_mark(d: &Digest) -> String {
+    format!("{}.quayside-gc", blob_data(d))
 }
 
 /// Where the blobs of every algorithm live: `<this>/<alg>/<hex[0..2]>/<hex>/data`.

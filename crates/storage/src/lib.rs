@@ -16,6 +16,7 @@ pub mod azure;
 pub mod backend;
 mod blobs;
 pub mod fs;
+mod fsck;
 pub mod gc;
 pub mod layout;
 mod listing;
@@ -25,8 +26,9 @@ pub mod provision;
 mod store;
 mod uploads;
 
-pub use backend::{Appended, Appender, Backend, BackendError, ByteStream};
+pub use backend::{Appended, Appender, Backend, BackendError, ByteStream, Claim};
 pub use fs::FsBackend;
+pub use fsck::FsckReport;
 pub use gc::{GcOptions, GcReport};
 pub use layout::UploadId;
 pub use listing::Page;

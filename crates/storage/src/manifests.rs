@@ -74,6 +74,23 @@ impl Store {
         })
     }
 
+    /// A stored manifest parsed as it is served (media type sniffed as a GET reports it, within
+    /// the registry's size limit). Garbage collection reads manifests only through this, so the
+    /// two cannot disagree about what a manifest references.
+    pub(crate) async fn stored_manifest(&self, digest: &Digest) -> Result<Manifest, StoreError> {
+        let invalid = |reason: String| StoreError::StoredManifestInvalid {
+            digest: digest.clone(),
+            reason,
+        };
+        let body = match self.manifest_body(digest).await {
+            Err(StoreError::Backend(crate::BackendError::TooLarge { limit })) => {
+                return Err(invalid(format!("larger than {limit} bytes")));
+            }
+            other => other?,
+        };
+        Manifest::parse_stored(&body).map_err(|e| invalid(e.to_string()))
+    }
+
     async fn manifest_body(&self, digest: &Digest) -> Result<Bytes, StoreError> {
         match self
             .backend
@@ -112,7 +129,11 @@ impl Store {
             }
             Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
         };
+        // Checked before anything is written, so a refused manifest leaves nothing behind; then
+        // held against collection, and the blobs' presence read again under that hold.
         self.check_references(name, &manifest).await?;
+        self.hold_references(&digest, &manifest).await?;
+        self.check_still_present(&manifest).await?;
 
         self.backend.put(&layout::blob_data(&digest), body).await?;
         self.write_link(&layout::revision_link(name, &digest), &digest)
@@ -131,10 +152,37 @@ impl Store {
         Ok(PutManifest { digest, subject })
     }
 
-    /// Every blob must be linked in the repository with the declared size, every child manifest
-    /// must be a revision of it. The subject need not exist (the spec allows referrers first).
+    /// Holds (see `gc`) the manifest's own bytes and everything it references, before checking
+    /// that they exist, so that a collection running now cannot delete them after the check.
+    async fn hold_references(&self, own: &Digest, m: &Manifest) -> Result<(), StoreError> {
+        let referenced = m.stored_blobs().chain(&m.manifests).map(|d| &d.digest);
+        try_join_all(
+            std::iter::once(own)
+                .chain(referenced)
+                .map(|d| self.hold_blob(d)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// After [`Store::hold_references`]: a collection that decided before the hold may have
+    /// deleted a blob since [`Store::check_references`] saw it.
+    async fn check_still_present(&self, m: &Manifest) -> Result<(), StoreError> {
+        let present = m.stored_blobs().chain(&m.manifests).map(|desc| async move {
+            match self.exists(&layout::blob_data(&desc.digest)).await? {
+                Some(_) => Ok(()),
+                None => Err(StoreError::ManifestBlobUnknown(desc.digest.clone())),
+            }
+        });
+        try_join_all(present).await?;
+        Ok(())
+    }
+
+    /// Every blob (but non-distributable layers, which may live elsewhere) must be linked in the
+    /// repository with the declared size, every child manifest must be a revision of it. The
+    /// subject need not exist (the spec allows referrers first).
     async fn check_references(&self, name: &RepoName, m: &Manifest) -> Result<(), StoreError> {
-        let blobs = m.blobs.iter().map(|desc| async move {
+        let blobs = m.stored_blobs().map(|desc| async move {
             match self.blob_size(name, &desc.digest).await {
                 Ok(actual) if actual != desc.size => Err(StoreError::ManifestSizeMismatch {
                     digest: desc.digest.clone(),
@@ -195,7 +243,7 @@ impl Store {
                     .await?;
             }
         }
-        if let Ok(m) = Manifest::parse(&content.body, Some(&content.media_type))
+        if let Ok(m) = Manifest::parse_stored(&content.body)
             && let Some(subject) = m.subject
         {
             self.backend
@@ -246,7 +294,7 @@ impl Store {
             Err(StoreError::ManifestUnknown) => return Ok(None),
             other => other?,
         };
-        let Ok(m) = Manifest::parse(&content.body, Some(&content.media_type)) else {
+        let Ok(m) = Manifest::parse_stored(&content.body) else {
             return Ok(None);
         };
         Ok(Some(Descriptor {

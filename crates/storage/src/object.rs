@@ -10,7 +10,13 @@
 //! <key>.quayside-upload      JSON: multipart id, parts (etag, size), tail object, length, meta
 //! <key>.tail-<uuid>          bytes after the last full part (< PART_SIZE), re-read by the next
 //!                            append, uploaded as the last part at commit
+//! <key>.quayside-lock        the lease of the request that holds the upload's claim
 //! ```
+//! One request at a time holds an upload: its claim is the lease object, created only if absent
+//! (`If-None-Match: *` on S3, generation 0 on GCS), renewed while held and taken over by a
+//! conditional replace only once expired. The state object is replaced only if it is still the
+//! version the append started from, so even a holder whose lease lapsed cannot publish over
+//! another's append.
 //! Parts are PART_SIZE bytes (S3 and GCS refuse parts under 5 MiB but the last), so memory per
 //! upload is bounded by one part whatever the blob size. The state object is replaced in one PUT
 //! after the parts and the tail are written: a crash leaves the previous state, which names only
@@ -25,10 +31,13 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutPayload, PutResult,
+    UpdateVersion,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Appended, Appender, Backend, BackendError, ByteStream};
+use crate::backend::{Appended, Appender, Backend, BackendError, ByteStream, Claim, used_marker};
 
 /// Size of each uploaded part: above the 5 MiB minimum, and 10,000 parts make ~78 GiB.
 pub const PART_SIZE: usize = 8 << 20;
@@ -66,6 +75,16 @@ fn err(e: object_store::Error) -> BackendError {
     match e {
         object_store::Error::NotFound { .. } => BackendError::NotFound,
         other => BackendError::Io(std::io::Error::other(other)),
+    }
+}
+
+/// A conditional write that found another writer's object: `Busy`.
+fn lost_race(e: object_store::Error) -> BackendError {
+    match e {
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            BackendError::Busy
+        }
+        other => err(other),
     }
 }
 
@@ -137,24 +156,39 @@ impl ObjectBackend {
     }
 
     async fn load_state(&self, key: &str) -> Result<UploadState, BackendError> {
-        let bytes = self
-            .store
-            .get(&self.state_path(key))
-            .await
-            .map_err(err)?
-            .bytes()
-            .await
-            .map_err(err)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| BackendError::Io(std::io::Error::other(format!("upload state: {e}"))))
+        Ok(self.load_versioned_state(key).await?.0)
     }
 
-    async fn save_state(&self, key: &str, state: &UploadState) -> Result<(), BackendError> {
+    /// The state and the version it was read at, for the conditional replace that publishes the
+    /// next one.
+    async fn load_versioned_state(
+        &self,
+        key: &str,
+    ) -> Result<(UploadState, UpdateVersion), BackendError> {
+        let result = self.store.get(&self.state_path(key)).await.map_err(err)?;
+        let version = UpdateVersion {
+            e_tag: result.meta.e_tag.clone(),
+            version: result.meta.version.clone(),
+        };
+        let bytes = result.bytes().await.map_err(err)?;
+        let state = serde_json::from_slice(&bytes)
+            .map_err(|e| BackendError::Io(std::io::Error::other(format!("upload state: {e}"))))?;
+        Ok((state, version))
+    }
+
+    /// Publishes `state` if the stored one is still `read` (`None`: if there is none yet).
+    async fn save_state(
+        &self,
+        key: &str,
+        state: &UploadState,
+        read: Option<UpdateVersion>,
+    ) -> Result<(), BackendError> {
         let json = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+        let mode = read.map_or(PutMode::Create, PutMode::Update);
         self.store
-            .put(&self.state_path(key), PutPayload::from(json))
+            .put_opts(&self.state_path(key), PutPayload::from(json), mode.into())
             .await
-            .map_err(err)?;
+            .map_err(lost_race)?;
         Ok(())
     }
 
@@ -173,8 +207,40 @@ impl Backend for ObjectBackend {
     }
 
     async fn modified(&self, key: &str) -> Result<std::time::SystemTime, BackendError> {
-        let meta = self.store.head(&self.path(key)).await.map_err(err)?;
-        Ok(meta.last_modified.into())
+        let (object, marker) = (self.path(key), self.path(&used_marker(key)));
+        let (object, marker) =
+            futures_util::join!(self.store.head(&object), self.store.head(&marker));
+        match (object, marker) {
+            (Ok(a), Ok(b)) => Ok(a.last_modified.max(b.last_modified).into()),
+            (Ok(m), Err(_)) | (Err(_), Ok(m)) => Ok(m.last_modified.into()),
+            (Err(e), Err(_)) => Err(err(e)),
+        }
+    }
+
+    async fn touch(&self, key: &str) -> Result<(), BackendError> {
+        self.put(&used_marker(key), Bytes::new()).await
+    }
+
+    async fn claim(&self, key: &str) -> Result<Box<dyn Claim>, BackendError> {
+        let path = self.path(&lock_key(key));
+        let holder = uuid::Uuid::new_v4().to_string();
+        let lease = lease(&holder);
+        let held = match self
+            .store
+            .put_opts(&path, lease.clone(), PutMode::Create.into())
+            .await
+        {
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                self.take_over_expired(&path, lease).await?
+            }
+            other => other.map_err(lost_race)?,
+        };
+        Ok(Box::new(ObjectClaim::hold(
+            self.store.clone(),
+            path,
+            holder,
+            held,
+        )))
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, BackendError> {
@@ -244,9 +310,9 @@ impl Backend for ObjectBackend {
     }
 
     async fn append(&self, key: &str, offset: u64) -> Result<Box<dyn Appender>, BackendError> {
-        let state = match self.load_state(key).await {
-            Ok(state) => state,
-            Err(BackendError::NotFound) if offset == 0 => UploadState::default(),
+        let (state, read) = match self.load_versioned_state(key).await {
+            Ok((state, read)) => (state, Some(read)),
+            Err(BackendError::NotFound) if offset == 0 => (UploadState::default(), None),
             Err(e) => return Err(e),
         };
         if state.len != offset {
@@ -258,6 +324,7 @@ impl Backend for ObjectBackend {
             backend: self.clone(),
             key: key.to_owned(),
             state,
+            read,
             buffer,
         }))
     }
@@ -351,6 +418,37 @@ impl Backend for ObjectBackend {
 }
 
 impl ObjectBackend {
+    /// Replaces a lease whose holder let it expire (a killed process), if no one else did first.
+    async fn take_over_expired(
+        &self,
+        path: &Path,
+        lease: PutPayload,
+    ) -> Result<PutResult, BackendError> {
+        let current = match self.store.get(path).await {
+            Ok(current) => current,
+            // Released in between: the next try may get it.
+            Err(object_store::Error::NotFound { .. }) => return Err(BackendError::Busy),
+            Err(e) => return Err(err(e)),
+        };
+        let version = UpdateVersion {
+            e_tag: current.meta.e_tag.clone(),
+            version: current.meta.version.clone(),
+        };
+        let body = current.bytes().await.map_err(err)?;
+        let expired =
+            serde_json::from_slice::<Lease>(&body).map_or(true, |l| l.expires_ms < now_ms());
+        if !expired {
+            return Err(BackendError::Busy);
+        }
+        self.store
+            .put_opts(path, lease, PutMode::Update(version).into())
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => BackendError::Busy,
+                other => lost_race(other),
+            })
+    }
+
     /// Copies through this process in PART_SIZE parts: for objects the store cannot copy in one
     /// request. Memory holds one part; the destination appears when the upload completes.
     async fn copy_streamed(&self, from: &Path, to: &Path) -> Result<(), BackendError> {
@@ -406,10 +504,115 @@ fn state_key(key: &str) -> String {
     format!("{key}.quayside-upload")
 }
 
+/// The key of an upload's lease, beside its data.
+fn lock_key(key: &str) -> String {
+    format!("{key}.quayside-lock")
+}
+
+/// How long a lease lasts unrenewed: how long a killed holder blocks its upload.
+const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(Serialize, Deserialize)]
+struct Lease {
+    holder: String,
+    expires_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn lease(holder: &str) -> PutPayload {
+    let lease = Lease {
+        holder: holder.to_owned(),
+        expires_ms: now_ms() + LEASE.as_millis() as u64,
+    };
+    PutPayload::from(serde_json::to_vec(&lease).unwrap_or_default())
+}
+
+/// A held lease: renewed every third of its life until released; released by deleting it.
+struct ObjectClaim {
+    store: Arc<dyn MultipartObjectStore>,
+    path: Path,
+    renewer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ObjectClaim {
+    fn hold(
+        store: Arc<dyn MultipartObjectStore>,
+        path: Path,
+        holder: String,
+        held: PutResult,
+    ) -> ObjectClaim {
+        let (renewing, at) = (store.clone(), path.clone());
+        let renewer = tokio::spawn(async move {
+            let mut version = UpdateVersion {
+                e_tag: held.e_tag,
+                version: held.version,
+            };
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                let renewed = renewing
+                    .put_opts(&at, lease(&holder), PutMode::Update(version).into())
+                    .await;
+                match renewed {
+                    Ok(r) => {
+                        version = UpdateVersion {
+                            e_tag: r.e_tag,
+                            version: r.version,
+                        }
+                    }
+                    // Lost (taken over after a stall): the state's conditional replace stops
+                    // this holder from publishing.
+                    Err(e) => {
+                        tracing::warn!(lease = %at, error = %e, "upload lease not renewed");
+                        return;
+                    }
+                }
+            }
+        });
+        ObjectClaim {
+            store,
+            path,
+            renewer: Some(renewer),
+        }
+    }
+}
+
+#[async_trait]
+impl Claim for ObjectClaim {
+    async fn release(mut self: Box<Self>) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+        if let Err(e) = self.store.delete(&self.path).await {
+            tracing::debug!(lease = %self.path, error = %e, "upload lease not deleted; it expires");
+        }
+    }
+}
+
+impl Drop for ObjectClaim {
+    fn drop(&mut self) {
+        // Dropped without release (the request was cancelled): stop renewing, delete in the
+        // background.
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+            let (store, path) = (self.store.clone(), self.path.clone());
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { store.delete(&path).await });
+            }
+        }
+    }
+}
+
 struct ObjectAppender {
     backend: ObjectBackend,
     key: String,
     state: UploadState,
+    /// The version of the state this append continues (`None`: a new upload).
+    read: Option<UpdateVersion>,
     buffer: BytesMut,
 }
 
@@ -461,7 +664,10 @@ impl Appender for ObjectAppender {
         let in_parts: u64 = self.state.parts.iter().map(|p| p.size).sum();
         self.state.len = in_parts + self.state.tail_len;
         self.state.meta = hex::encode(&meta);
-        self.backend.save_state(&self.key, &self.state).await?;
+        let read = self.read.take();
+        self.backend
+            .save_state(&self.key, &self.state, read)
+            .await?;
         if let Some(old) = old_tail {
             self.backend.delete(&old).await?;
         }

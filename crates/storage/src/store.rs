@@ -41,6 +41,16 @@ pub enum StoreError {
     BlobUnknown,
     #[error("upload unknown")]
     UploadUnknown,
+    #[error("upload is in use by another request; retry when it has finished")]
+    UploadBusy,
+    /// A garbage collection that stalled (or died) still marks a blob this request needs.
+    #[error("garbage collection is deciding about {0}; retry shortly")]
+    Collecting(Digest),
+    /// Garbage collection cannot know what an unreadable manifest references, so it stops.
+    #[error(
+        "stored manifest {digest} cannot be read ({reason}): delete it, or raise --max-manifest-bytes if it is merely larger; garbage collection deleted no blob"
+    )]
+    StoredManifestInvalid { digest: Digest, reason: String },
     #[error("manifest unknown")]
     ManifestUnknown,
     #[error("repository unknown")]
@@ -73,7 +83,11 @@ pub enum StoreError {
 
 impl From<BackendError> for StoreError {
     fn from(e: BackendError) -> Self {
-        StoreError::Backend(e)
+        match e {
+            // Only upload claims and upload state are conditional.
+            BackendError::Busy => StoreError::UploadBusy,
+            e => StoreError::Backend(e),
+        }
     }
 }
 

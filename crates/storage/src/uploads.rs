@@ -6,17 +6,28 @@
 //! exists (the client finishes with another algorithm than the one hashed while streaming, or a
 //! crash lost the state), the upload is assembled under a staging name, hashed by reading it
 //! back, and only then renamed into place: unverified bytes are never visible under a digest.
+//!
+//! One request at a time works on an upload: PATCH, PUT and DELETE hold its claim
+//! ([`crate::Backend::claim`]), so two requests racing on one session (a client's retry and its
+//! first attempt) never interleave bytes; the second one waits, then finds the offset moved (416)
+//! or the session finished (404).
+
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oci::{Algorithm, Digest, Hasher, RepoName};
 
-use crate::backend::{Appended, BackendError, ByteStream};
+use crate::backend::{Appended, BackendError, ByteStream, Claim};
 use crate::layout::{self, UploadId};
 use crate::store::{Store, StoreError, or_unknown};
 
 /// The algorithm hashed while chunks arrive, before the client has named the digest.
 const STREAMING_ALGORITHM: Algorithm = Algorithm::Sha256;
+
+/// How long a request waits for another one to finish with the same upload before it is told
+/// the upload is busy (a client's retry racing its first attempt usually finishes well within).
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
 
 impl Store {
     pub async fn upload_start(&self, name: &RepoName) -> Result<UploadId, StoreError> {
@@ -44,6 +55,7 @@ impl Store {
             StoreError::UploadUnknown,
         )
     }
+
     /// Appends a chunk. `start` (from `Content-Range`) must equal the current offset, and `len`
     /// (from `Content-Length`), when given, the number of bytes the body holds. Returns the new
     /// offset.
@@ -55,48 +67,60 @@ impl Store {
         len: Option<u64>,
         body: ByteStream,
     ) -> Result<u64, StoreError> {
-        let appended = self.appended(name, id).await?;
-        let current = appended.len;
-        if start.is_some_and(|s| s != current) {
-            return Err(StoreError::UploadOffset { current });
-        }
-        let (end, _) = self
-            .append_hashed(name, id, appended, STREAMING_ALGORITHM, body)
-            .await?;
+        let expected = self.expected_offset(name, id, start).await?;
+        let claim = self.claim_upload(name, id).await?;
+        let appended = self
+            .append_at(name, id, expected, STREAMING_ALGORITHM, body)
+            .await;
+        claim.release().await;
+        let (end, _) = appended?;
         match len {
-            Some(expected) if end - current != expected => Err(StoreError::SizeMismatch {
-                expected,
-                actual: end - current,
+            Some(len) if end - expected != len => Err(StoreError::SizeMismatch {
+                expected: len,
+                actual: end - expected,
             }),
             _ => Ok(end),
         }
     }
 
-    /// Appends the last chunk (possibly empty), verifies the digest and makes the blob visible in
-    /// the repository. Returns its size. A digest mismatch ends the upload.
+    /// Appends the last chunk (possibly empty; `start` as for [`Store::upload_append`]),
+    /// verifies the digest and makes the blob visible in the repository. Returns its size. A
+    /// digest mismatch ends the upload.
     pub async fn upload_finish(
         &self,
         name: &RepoName,
         id: UploadId,
+        start: Option<u64>,
         digest: &Digest,
         body: ByteStream,
     ) -> Result<u64, StoreError> {
-        let appended = self.appended(name, id).await?;
-        let (offset, hasher) = self
-            .append_hashed(name, id, appended, digest.algorithm(), body)
+        let expected = self.expected_offset(name, id, start).await?;
+        let claim = self.claim_upload(name, id).await?;
+        let finished = self.finish_claimed(name, id, expected, digest, body).await;
+        claim.release().await;
+        finished
+    }
+
+    async fn finish_claimed(
+        &self,
+        name: &RepoName,
+        id: UploadId,
+        expected: u64,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<u64, StoreError> {
+        let (size, hasher) = self
+            .append_at(name, id, expected, digest.algorithm(), body)
             .await?;
         match hasher {
             Some(hasher) => {
                 self.verify(name, id, digest, hasher.finish()).await?;
-                let blob = layout::blob_data(digest);
-                let data = layout::upload_data(name, id);
-                if self.exists(&blob).await?.is_none() {
-                    self.backend.commit(&data, &blob).await?;
-                } else {
-                    // Already stored: drop this copy (on object stores an unfinished multipart
-                    // upload is kept, and billed, until aborted).
-                    self.backend.abort(&data).await?;
-                }
+                self.hold_blob(digest).await?;
+                // Always over an existing copy: it may predate verified commits, and the new
+                // one is young for garbage collection's grace period.
+                self.backend
+                    .commit(&layout::upload_data(name, id), &layout::blob_data(digest))
+                    .await?;
             }
             None => self.verify_by_reading(name, id, digest).await?,
         }
@@ -105,12 +129,64 @@ impl Store {
         self.backend
             .delete_prefix(&layout::upload_dir(name, id))
             .await?;
-        Ok(offset)
+        Ok(size)
     }
 
     pub async fn upload_cancel(&self, name: &RepoName, id: UploadId) -> Result<(), StoreError> {
-        self.upload_offset(name, id).await?;
-        self.backend.abort(&layout::upload_data(name, id)).await?;
+        let claim = self.claim_upload(name, id).await?;
+        let cancelled = match self.upload_offset(name, id).await {
+            Ok(_) => self.discard_upload(name, id).await,
+            Err(e) => Err(e),
+        };
+        claim.release().await;
+        cancelled
+    }
+
+    /// Where the client means its bytes to go: its `Content-Range`, or else the offset when the
+    /// request arrived, so that a retry racing its first attempt cannot append the bytes twice.
+    async fn expected_offset(
+        &self,
+        name: &RepoName,
+        id: UploadId,
+        start: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        match start {
+            Some(start) => Ok(start),
+            None => self.upload_offset(name, id).await,
+        }
+    }
+
+    /// Waits (briefly) until no other request holds the upload, then holds it.
+    pub(crate) async fn claim_upload(
+        &self,
+        name: &RepoName,
+        id: UploadId,
+    ) -> Result<Box<dyn Claim>, StoreError> {
+        let key = layout::upload_data(name, id);
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self.backend.claim(&key).await {
+                Err(BackendError::Busy) if started.elapsed() < CLAIM_WAIT => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(BackendError::Busy) => return Err(StoreError::UploadBusy),
+                other => return or_unknown(other, StoreError::UploadUnknown),
+            }
+        }
+    }
+
+    /// Removes an upload whatever state a crash or a commit left it in.
+    pub(crate) async fn discard_upload(
+        &self,
+        name: &RepoName,
+        id: UploadId,
+    ) -> Result<(), StoreError> {
+        match self.backend.abort(&layout::upload_data(name, id)).await {
+            Ok(()) | Err(BackendError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok(self
             .backend
             .delete_prefix(&layout::upload_dir(name, id))
@@ -127,7 +203,7 @@ impl Store {
         if actual == *expected {
             return Ok(());
         }
-        self.upload_cancel(name, id).await?;
+        self.discard_upload(name, id).await?;
         Err(StoreError::DigestMismatch {
             expected: expected.clone(),
             actual,
@@ -152,23 +228,30 @@ impl Store {
             hasher.update(&chunk.map_err(BackendError::Io)?);
         }
         self.verify(name, id, digest, hasher.finish()).await?;
-        let blob = layout::blob_data(digest);
-        if self.exists(&blob).await?.is_none() {
-            self.backend.rename(&staged, &blob).await?;
-        }
+        self.hold_blob(digest).await?;
+        self.backend
+            .rename(&staged, &layout::blob_data(digest))
+            .await?;
         Ok(())
     }
 
-    /// Appends `body`, hashing it on top of the state published so far. Returns the new length
-    /// and the hash of everything appended (`None` when no usable state came before).
-    async fn append_hashed(
+    /// Appends `body` where the upload must end now (`expected`), hashing it on top of the state
+    /// published so far. The caller holds the upload's claim. Returns the new length and the hash
+    /// of everything appended (`None` when no usable state came before).
+    async fn append_at(
         &self,
         name: &RepoName,
         id: UploadId,
-        appended: Appended,
+        expected: u64,
         alg: Algorithm,
         mut body: ByteStream,
     ) -> Result<(u64, Option<Hasher>), StoreError> {
+        let appended = self.appended(name, id).await?;
+        if appended.len != expected {
+            return Err(StoreError::UploadOffset {
+                current: appended.len,
+            });
+        }
         // Without the hash of what came before, keep appending and verify by reading at the end.
         let mut hasher = self.hasher_at(alg, &appended);
         let mut out = match self

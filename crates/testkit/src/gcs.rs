@@ -1,7 +1,8 @@
 //! A fake of the subset of Google Cloud Storage's XML API that `object_store` uses (no GCS
 //! emulator that speaks it can run here): objects (PUT, GET with Range, HEAD, DELETE, copy via
 //! `x-goog-copy-source`), ListObjectsV2-style listing with prefix and delimiter, and multipart
-//! uploads (initiate, parts, complete, abort). In memory, over real HTTP on loopback, answering
+//! uploads (initiate, parts, complete, abort), and generation preconditions on PUT
+//! (`x-goog-if-generation-match`, 412 when they fail) for conditional writes. In memory, over real HTTP on loopback, answering
 //! with GCS's status codes (404 for a missing object or upload). The client reaches it through a
 //! service-account key with `gcs_base_url` and `disable_oauth`, the fields object_store reads for
 //! local emulators.
@@ -22,6 +23,8 @@ struct Bucket {
     objects: HashMap<String, Object>,
     uploads: HashMap<String, BTreeMap<u32, Bytes>>,
     next_id: u64,
+    /// Generations are unique per bucket here (GCS: per object, increasing).
+    next_generation: u64,
 }
 
 #[derive(Clone)]
@@ -29,6 +32,7 @@ struct Object {
     data: Bytes,
     etag: String,
     modified: std::time::SystemTime,
+    generation: u64,
 }
 
 impl Object {
@@ -38,8 +42,44 @@ impl Object {
             data,
             etag,
             modified: std::time::SystemTime::now(),
+            generation: 0,
         }
     }
+}
+
+impl Bucket {
+    /// Stores `object` under `key` with a new generation, which it returns.
+    fn insert(&mut self, key: &str, mut object: Object) -> u64 {
+        self.next_generation += 1;
+        object.generation = self.next_generation;
+        self.objects.insert(key.to_owned(), object);
+        self.next_generation
+    }
+
+    /// `x-goog-if-generation-match`: 0 means "only if absent"; GCS answers 412 otherwise.
+    fn precondition_holds(&self, key: &str, headers: &HeaderMap) -> bool {
+        let Some(wanted) = headers
+            .get("x-goog-if-generation-match")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        else {
+            return true;
+        };
+        self.objects.get(key).map_or(0, |o| o.generation) == wanted
+    }
+}
+
+fn stored(etag: String, generation: u64) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::ETAG, etag),
+            (
+                header::HeaderName::from_static("x-goog-generation"),
+                generation.to_string(),
+            ),
+        ],
+    )
+        .into_response()
 }
 
 type Shared = Arc<Mutex<HashMap<String, Bucket>>>;
@@ -169,6 +209,11 @@ fn put(
         parts.insert(n.parse().unwrap_or(0), body);
         return (StatusCode::OK, [(header::ETAG, etag)]).into_response();
     }
+    if !b.precondition_holds(key, headers) {
+        let body =
+            "<?xml version='1.0' encoding='UTF-8'?><Error><Code>PreconditionFailed</Code></Error>";
+        return (StatusCode::PRECONDITION_FAILED, body).into_response();
+    }
     let object = match headers.get("x-goog-copy-source") {
         Some(source) => {
             let source = percent_encoding::percent_decode_str(source.to_str().unwrap_or(""))
@@ -183,8 +228,8 @@ fn put(
         None => Object::new(body),
     };
     let etag = object.etag.clone();
-    b.objects.insert(key.to_owned(), object);
-    (StatusCode::OK, [(header::ETAG, etag)]).into_response()
+    let generation = b.insert(key, object);
+    stored(etag, generation)
 }
 
 fn complete(b: &mut Bucket, key: &str, id: &str, body: &[u8]) -> Response {
@@ -209,7 +254,7 @@ fn complete(b: &mut Bucket, key: &str, id: &str, body: &[u8]) -> Response {
     }
     let object = Object::new(data.into());
     let etag = object.etag.clone();
-    b.objects.insert(key.to_owned(), object);
+    b.insert(key, object);
     xml(format!(
         "<CompleteMultipartUploadResult><ETag>{etag}</ETag></CompleteMultipartUploadResult>"
     ))
@@ -246,6 +291,7 @@ fn get(o: &Object, headers: &HeaderMap) -> Response {
     };
     let h = response.headers_mut();
     h.insert(header::ETAG, o.etag.parse().expect("etag header"));
+    h.insert("x-goog-generation", o.generation.into());
     h.insert(
         header::LAST_MODIFIED,
         httpdate::fmt_http_date(o.modified)
