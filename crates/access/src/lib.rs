@@ -132,16 +132,14 @@ impl Access {
         }
     }
 
-    /// `GET /v2/`: any valid caller. Anonymous callers get the challenge in token mode (that is
-    /// how clients learn the realm; the token endpoint serves anonymous pulls), and pass in Basic
-    /// mode when anonymous pulls are allowed.
+    /// `GET /v2/`: any authenticated caller. Anonymous callers always get the challenge, even
+    /// where anonymous pulls are allowed: clients (skopeo, Docker, containerd) send credentials
+    /// only after a challenge to `/v2/`, and without one every push of a logged-in client would
+    /// go out anonymous. Clients without credentials go on to pull anonymously all the same.
     pub fn check_base(&self, authorization: Option<&str>, realm: &str) -> Result<(), Denial> {
         match self.caller(authorization) {
-            Ok(Caller::Anonymous) if self.tokens.is_some() || !self.policy.anonymous_pull() => {
-                Err(self.challenge(None, realm))
-            }
+            Ok(Caller::Anonymous) | Err(()) => Err(self.challenge(None, realm)),
             Ok(_) => Ok(()),
-            Err(()) => Err(self.challenge(None, realm)),
         }
     }
 
@@ -198,6 +196,11 @@ impl Access {
                 .map_err(|_| ())?;
             let text = String::from_utf8(raw).map_err(|_| ())?;
             let (user, password) = text.split_once(':').ok_or(())?;
+            // Clients without credentials that were challenged for Basic send empty ones
+            // (skopeo's `--no-creds` does): that is an anonymous caller, not a wrong password.
+            if user.is_empty() && password.is_empty() {
+                return Ok(Caller::Anonymous);
+            }
             return if self.users.verify(user, password) {
                 Ok(Caller::User(user.to_owned()))
             } else {

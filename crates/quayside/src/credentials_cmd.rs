@@ -52,7 +52,7 @@ pub struct Args {
     location: LocationArgs,
     /// Act as a kubelet image credential provider: read a CredentialProviderRequest
     /// (credentialprovider.kubelet.k8s.io/v1) on stdin, answer a CredentialProviderResponse.
-    #[arg(long)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     kubelet_plugin: bool,
 }
 

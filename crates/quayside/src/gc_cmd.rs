@@ -6,7 +6,7 @@ use crate::registry_cmd::{GcArgs, StorageArgs};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Report what would be deleted and the bytes reclaimed; delete nothing.
-    #[arg(long)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     dry_run: bool,
     #[command(flatten)]
     gc: GcArgs,

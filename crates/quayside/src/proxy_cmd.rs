@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, env = "REGISTRY_PORT", default_value_t = 80)]
     registry_port: u16,
     /// Refuse everything but GET, HEAD and OPTIONS (405): nodes pull, only the builder pushes.
-    #[arg(long, env = "QUAYSIDE_PROXY_READ_ONLY", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "QUAYSIDE_PROXY_READ_ONLY", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     read_only: bool,
     /// Basic credentials added to requests that carry none, so nodes need no registry login.
     #[arg(long, env = "QUAYSIDE_PROXY_USERNAME", requires = "upstream_password")]

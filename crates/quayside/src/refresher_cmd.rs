@@ -73,7 +73,7 @@ pub struct Args {
     )]
     listen: SocketAddr,
     /// Elect a leader with a Lease, so several replicas never write at once.
-    #[arg(long, env = "QUAYSIDE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "QUAYSIDE_LEADER_ELECT", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     leader_elect: bool,
     #[arg(
         long,

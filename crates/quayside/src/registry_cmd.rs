@@ -22,7 +22,7 @@ pub struct Args {
     health_threshold: u32,
     /// Answer blob GETs with a 307 to a presigned URL of the object store (S3, GCS, Azure), so
     /// blob bytes bypass the registry, as distribution does; off: the registry streams them.
-    #[arg(long, env = "QUAYSIDE_REDIRECT", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "QUAYSIDE_REDIRECT", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     redirect: bool,
     /// Longest pause allowed between two pieces of a request body; a stalled upload then fails
     /// with 400 and can be resumed from its last acknowledged offset.
@@ -46,7 +46,7 @@ pub struct Args {
 #[derive(clap::Args, Debug)]
 pub(crate) struct GcArgs {
     /// Also delete manifests no tag reaches (through an index or as a referrer included).
-    #[arg(long, env = "QUAYSIDE_GC_DELETE_UNTAGGED", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "QUAYSIDE_GC_DELETE_UNTAGGED", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     gc_delete_untagged: bool,
     /// Blobs and manifests written more recently than this are kept, so pushes in flight keep
     /// their blobs.
@@ -169,7 +169,7 @@ pub(crate) struct StorageArgs {
     data_dir: PathBuf,
     /// fsync blob data before it becomes visible (filesystem), so committed blobs survive a
     /// power loss (a killed process never loses them either way).
-    #[arg(long, env = "QUAYSIDE_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "QUAYSIDE_FSYNC", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     fsync: bool,
     /// Workflow's mounted `objectstorage-keyfile` secret: one file per key.
     #[arg(
@@ -198,7 +198,7 @@ pub(crate) struct StorageArgs {
     #[arg(long, env = "REGISTRY_STORAGE_S3_SECRETKEY", value_parser = secret, hide_env_values = true)]
     s3_secret_key: Option<Secret>,
     /// Path-style requests (`endpoint/bucket/key`), as MinIO and most S3-compatibles need.
-    #[arg(long, env = "REGISTRY_STORAGE_S3_FORCEPATHSTYLE", action = clap::ArgAction::Set)]
+    #[arg(long, env = "REGISTRY_STORAGE_S3_FORCEPATHSTYLE", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     s3_path_style: Option<bool>,
     #[arg(long, env = "REGISTRY_STORAGE_GCS_BUCKET")]
     gcs_bucket: Option<String>,

@@ -358,3 +358,170 @@ fn token_mode_with_two_replicas_anonymous_pulls_and_the_proxy() {
     ctr_pull(b.addr, "team/app", Some("alice:alice-pw"));
     proxy_as_bob(&skopeo, a.addr);
 }
+
+/// Basic mode with anonymous pulls: `GET /v2/` still challenges anonymous callers, so skopeo
+/// sends alice's credentials and her push works (it failed "unauthorized" when `/v2/` answered
+/// 200), while an anonymous pull of `public/*` works without credentials.
+#[test]
+fn htpasswd_mode_with_anonymous_pulls_still_challenges_at_the_base() {
+    let (dir, data, layout) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let files = auth_files(dir.path());
+    let reg = registry(
+        data.path(),
+        &files,
+        "htpasswd",
+        &["--anonymous-pull", "public/*"],
+    );
+    let skopeo = Skopeo::new();
+    seed_layout(layout.path());
+    let a = reg.addr.to_string();
+    let (status, text) = curl(&[&format!("http://{a}/v2/")]);
+    assert_eq!(status, 401, "{text}");
+    assert!(
+        text.to_lowercase().contains("www-authenticate: basic"),
+        "{text}"
+    );
+    for repo in ["team/app:v1", "public/web:v1"] {
+        let out = push(
+            &skopeo,
+            layout.path(),
+            &format!("{a}/{repo}"),
+            "alice:alice-pw",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = inspect(&skopeo, &format!("{a}/public/web:v1"), None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !inspect(&skopeo, &format!("{a}/team/app:v1"), None)
+            .status
+            .success()
+    );
+    ctr_pull(reg.addr, "public/web", None);
+    // Paging counts only what the caller may see, and the Link never names a hidden repository.
+    let (_, text) = curl(&[&format!("http://{a}/v2/_catalog?n=1")]);
+    assert_eq!(body(&text), r#"{"repositories":["public/web"]}"#);
+    assert!(!text.to_lowercase().contains("link:"), "{text}");
+    let (_, text) = curl(&[
+        "-u",
+        "alice:alice-pw",
+        &format!("http://{a}/v2/_catalog?n=1"),
+    ]);
+    assert_eq!(body(&text), r#"{"repositories":["public/web"]}"#);
+    assert!(
+        text.contains("last=public%2Fweb") || text.contains("last=public/web"),
+        "{text}"
+    );
+}
+
+/// Token mode builds the challenge's realm from a validated `Host` only: a header that tries to
+/// close the quoted realm and add a scope is ignored.
+#[test]
+fn token_mode_realm_ignores_a_hostile_host_header() {
+    let (dir, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let files = auth_files(dir.path());
+    let reg = registry(data.path(), &files, "token", &[]);
+    let (status, text) = curl(&[
+        "-H",
+        "Host: evil.example\",scope=\"repository:x:push",
+        &format!("http://{}/v2/team/app/manifests/v1", reg.addr),
+    ]);
+    assert_eq!(status, 401);
+    let challenge = text
+        .lines()
+        .find(|l| l.to_lowercase().starts_with("www-authenticate:"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        challenge.contains("realm=\"http://localhost/auth/token\""),
+        "{challenge}"
+    );
+    assert!(!challenge.contains("evil"), "{challenge}");
+    assert_eq!(challenge.matches("scope=").count(), 1, "{challenge}");
+}
+
+/// One HTTP/1.1 response read off a kept-alive connection: status, headers (lower-cased), body.
+fn read_response(conn: &mut std::io::BufReader<std::net::TcpStream>) -> Option<(u16, String)> {
+    use std::io::{BufRead, Read};
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if conn.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line.to_lowercase());
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    conn.read_exact(&mut body).ok()?;
+    Some((status, head))
+}
+
+/// A Go client's pattern: many requests in turn on one kept-alive connection, some of them
+/// refused (401) before their body is read. Each refusal says `Connection: close`, or the
+/// connection must serve the next request; a client never finds it closed under it.
+#[test]
+fn refused_requests_with_bodies_never_strand_a_kept_alive_connection() {
+    use std::io::Write;
+    let (dir, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let files = auth_files(dir.path());
+    let reg = registry(data.path(), &files, "htpasswd", &[]);
+    let body = vec![b'x'; 256 * 1024];
+    let alice = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:alice-pw")
+    );
+    let (mut closed, mut reused) = (0, 0);
+    let mut conn = None;
+    for i in 0..40 {
+        let stream = conn.get_or_insert_with(|| {
+            std::io::BufReader::new(std::net::TcpStream::connect(reg.addr).unwrap())
+        });
+        let refused = format!(
+            "PUT /v2/team/app/manifests/t{i} HTTP/1.1\r\nHost: r\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let sock = stream.get_mut();
+        sock.write_all(refused.as_bytes()).unwrap();
+        // The client sends its body whatever the server does (a Go client writes it while it
+        // waits for the answer); the server may already have stopped reading.
+        let _ = sock.write_all(&body);
+        let (status, head) = read_response(stream).expect("an answer to the refused request");
+        assert_eq!(status, 401);
+        if head.contains("connection: close") {
+            closed += 1;
+            conn = None;
+            continue;
+        }
+        let next = format!("GET /v2/ HTTP/1.1\r\nHost: r\r\nAuthorization: {alice}\r\n\r\n");
+        stream.get_mut().write_all(next.as_bytes()).unwrap();
+        let answer = read_response(stream);
+        assert_eq!(
+            answer.map(|(s, _)| s),
+            Some(200),
+            "request {i}: the connection was kept alive but did not serve the next request"
+        );
+        reused += 1;
+    }
+    eprintln!("{closed} refusals closed their connection, {reused} kept it usable");
+}

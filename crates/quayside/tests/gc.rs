@@ -78,10 +78,14 @@ fn gc_command_beside_a_serving_registry() {
         (Some(true), Some(1), Some(10_000))
     );
     assert_eq!(blob_status(reg.addr, "junk", &orphan), 200);
-    let r = gc(data.path(), &["--gc-grace", "1h"]);
+    let r = gc(data.path(), &["--dry-run=false", "--gc-grace", "1h"]);
     assert_eq!(
-        (r["blobs_deleted"].as_u64(), r["blobs_young"].as_u64()),
-        (Some(0), Some(1))
+        (
+            r["dry_run"].as_bool(),
+            r["blobs_deleted"].as_u64(),
+            r["blobs_young"].as_u64()
+        ),
+        (Some(false), Some(0), Some(1))
     );
     // An upload abandoned in a repository that has nothing else (a first push cut short).
     let (status, _) = testkit::http(reg.addr, "POST", "/v2/abandoned/blobs/uploads/");

@@ -101,7 +101,9 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-/// The token endpoint's URL as clients reach this registry (or as configured).
+/// The token endpoint's URL as clients reach this registry (or as configured). `Host` and
+/// `X-Forwarded-Proto` come from the client, so they are used only when they are a plain host
+/// name or address and `http`/`https`: they end up inside the `WWW-Authenticate` header.
 fn realm(app: &App, headers: &HeaderMap) -> String {
     if let Some(realm) = &app.auth_realm {
         return realm.clone();
@@ -109,12 +111,22 @@ fn realm(app: &App, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
+        .filter(|h| is_plain_host(h))
         .unwrap_or("localhost");
-    let scheme = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("http");
+    let scheme = match headers.get("x-forwarded-proto").map(|v| v.as_bytes()) {
+        Some(b"https") => "https",
+        _ => "http",
+    };
     format!("{scheme}://{host}/auth/token")
+}
+
+/// `name`, `name:port`, `1.2.3.4:5000` or `[::1]:5000`: nothing that could end a quoted string.
+fn is_plain_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
 }
 
 fn denied(denial: Denial) -> ApiError {

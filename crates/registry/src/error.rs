@@ -50,6 +50,13 @@ impl IntoResponse for ApiError {
         }]});
         let mut response = (status, Json(body)).into_response();
         response.headers_mut().extend(self.headers);
+        // Every "come back later" says when (the spec's main branch asks it of 429 and 503).
+        if matches!(status.as_u16(), 429 | 503) {
+            response
+                .headers_mut()
+                .entry(header::RETRY_AFTER)
+                .or_insert(HeaderValue::from_static("5"));
+        }
         response
             .extensions_mut()
             .insert(ErrorNote(format!("{}: {}", self.code, self.message)));

@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{StreamExt, TryStreamExt};
@@ -134,7 +134,31 @@ pub fn router(app: App) -> Router {
             app.clone(),
             telemetry::observe,
         ))
+        .layer(axum::middleware::from_fn(close_after_refused_body))
         .with_state(app)
+}
+
+/// An error answered to a request that carried a body (a 401 before a push's body is read, a
+/// refused chunk) may leave that body unread in the connection; hyper then closes it, and a
+/// client that reuses it (Go's does) finds it closed under its next request. Saying
+/// `Connection: close` up front makes the client open a new one instead.
+async fn close_after_refused_body(req: Request, next: axum::middleware::Next) -> Response {
+    let headers = req.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    // HTTP/2 has no Connection header; its streams end on their own.
+    let h1 = req.version() <= axum::http::Version::HTTP_11;
+    let mut response = next.run(req).await;
+    let refused = response.status().is_client_error() || response.status().is_server_error();
+    if has_body && h1 && refused {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 async fn base(State(app): State<App>, headers: HeaderMap) -> Response {

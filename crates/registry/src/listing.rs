@@ -22,18 +22,18 @@ pub async fn tags(app: &App, name: &RepoName, params: &Params) -> Result<Respons
     ))
 }
 
-/// A page of the catalog, keeping only the names `visible` allows (the Link still continues
-/// after the last name read, so hidden names do not end the listing early).
+/// A page of the names `visible` allows: hidden names are left out before paging, so `n` counts
+/// only visible ones and the Link never names a hidden one.
 pub async fn catalog(
     app: &App,
     params: &Params,
     visible: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Response, ApiError> {
     let n = page_size(params)?;
-    let page = app.store.catalog_page(n, params.last.as_deref()).await?;
+    let last = params.last.as_deref();
+    let page = app.store.catalog_page(n, last, visible).await?;
     let link = next_link("/v2/_catalog", n, &page);
-    let shown: Vec<&String> = page.items.iter().filter(|r| visible(r)).collect();
-    Ok(with_link(Json(json!({"repositories": shown})), link))
+    Ok(with_link(Json(json!({"repositories": page.items})), link))
 }
 
 pub async fn referrers(

@@ -25,7 +25,14 @@ pub async fn get(
     reference: &str,
     head: bool,
 ) -> Result<Response, ApiError> {
-    let reference = parse_reference(reference)?;
+    let reference = match parse_reference(reference) {
+        // Nothing can exist under a name that is no tag (as distribution and the conformance
+        // tests expect); a PUT with one still gets TAG_INVALID.
+        Err(e) if e.code == ErrorCode::TagInvalid => {
+            return Err(ApiError::new(ErrorCode::ManifestUnknown, e.message));
+        }
+        other => other?,
+    };
     let m = app.store.manifest_get(name, &reference).await?;
     let length = m.body.len() as u64;
     Ok(response::content(

@@ -391,6 +391,97 @@ async fn sha512_blobs(kind: Kind) {
     assert_eq!(got.bytes().await.unwrap(), data);
 }
 
+/// Answers real clients and the conformance tests expect (issue #12): a GET of a name that is no
+/// tag is 404, a last chunk at the wrong offset is 416 and keeps the session, a wrong sha512
+/// digest is 400 like sha256, and non-distributable layers need not be in the registry.
+async fn spec_answers_for_edge_cases(kind: Kind) {
+    let s = Server::start(kind).await;
+    for method in [Method::GET, Method::HEAD] {
+        let resp = client()
+            .request(
+                method.clone(),
+                s.url("/v2/edge/manifests/.INVALID_MANIFEST_NAME"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{method}");
+        if method == Method::GET {
+            assert_eq!(code(resp).await, "MANIFEST_UNKNOWN");
+        }
+    }
+    let resp = put_manifest(&s, "edge", ".INVALID_MANIFEST_NAME", OCI_MANIFEST, b"{}").await;
+    expect_error(resp, StatusCode::BAD_REQUEST, "TAG_INVALID").await;
+
+    // A last chunk that does not start where the upload ends: 416 with the Range, session kept.
+    let data = random_bytes(200, 31);
+    let location = start_upload(&s, "edge").await;
+    let resp = client()
+        .patch(s.url(&location))
+        .header("content-range", "0-99")
+        .body(data[..100].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let finish = |range: &'static str, part: Vec<u8>| {
+        client()
+            .put(s.url(&format!("{location}?digest={}", sha256(&data))))
+            .header("content-range", range)
+            .body(part)
+            .send()
+    };
+    let resp = finish("50-149", data[50..150].to_vec()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(resp.headers()["range"], "0-99");
+    let status = client().get(s.url(&location)).send().await.unwrap();
+    assert_eq!(status.status(), StatusCode::NO_CONTENT);
+    assert_eq!(status.headers()["range"], "0-99");
+    let resp = finish("100-199", data[100..].to_vec()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+
+    // A chunked upload finished with a wrong sha512 digest.
+    let location = start_upload(&s, "edge").await;
+    client()
+        .patch(s.url(&location))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    let wrong = oci::Digest::of(oci::Algorithm::Sha512, b"something else");
+    let resp = client()
+        .put(s.url(&format!("{location}?digest={wrong}")))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+
+    // Non-distributable ("foreign") layers are referenced, not stored.
+    let config = push_blob(&s, "edge", b"{}").await;
+    let foreign = |media: &str, seed: u64| {
+        json!({"mediaType": media, "digest": sha256(&random_bytes(10, seed)), "size": 10,
+               "urls": ["https://example.invalid/layer"]})
+    };
+    let manifest = json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+        "layers": [
+            foreign("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", 32),
+            foreign("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", 33),
+        ],
+    })
+    .to_string();
+    let resp = put_manifest(&s, "edge", "foreign", OCI_MANIFEST, manifest.as_bytes()).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    // An ordinary layer that is missing is still refused.
+    let missing = manifest.replace(
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.v1.tar",
+    );
+    let resp = put_manifest(&s, "edge", "missing", OCI_MANIFEST, missing.as_bytes()).await;
+    expect_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
+}
+
 async fn oci_manifest_by_tag_and_digest(kind: Kind) {
     let s = Server::start(kind).await;
     let img = Image::new(7, &[1000, 2000], "amd64");
@@ -1106,6 +1197,7 @@ suite!(
     cross_repository_mount,
     range_requests,
     sha512_blobs,
+    spec_answers_for_edge_cases,
     oci_manifest_by_tag_and_digest,
     manifest_put_responses,
     manifest_with_missing_blob_is_refused,

@@ -52,8 +52,10 @@ impl Store {
         &self,
         n: Option<usize>,
         last: Option<&str>,
+        visible: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Page, StoreError> {
-        let repos = self.repository_dirs(&["_manifests"]).await?;
+        let mut repos = self.repository_dirs(&["_manifests"]).await?;
+        repos.retain(|r| visible(r));
         Ok(Page::of(repos, n, last))
     }
 
