@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 
 KILLS=${KILLS:-200}
 PUSHERS=${PUSHERS:-16}
-cargo build --release --locked -q -p quayside
-BIN=$PWD/target/release/quayside
+# QUAYSIDE_BIN: a binary built already (skips the release build).
+if [ -z "${QUAYSIDE_BIN:-}" ]; then cargo build --release --locked -q -p quayside; fi
+BIN=${QUAYSIDE_BIN:-$PWD/target/release/quayside}
 work=$(mktemp -d)
 pids=()
 reg_pid=""
@@ -33,19 +34,21 @@ CONFIG_DIGEST="sha256:$(printf '%s' "$CONFIG" | sha256sum | cut -d' ' -f1)"
 push_layer() { # pusher iteration file digest size
   local base="http://$REG/v2/crash/p$1/blobs/uploads/"
   if (($2 % 2)); then
-    curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X POST --data-binary "@$3" "$base?digest=$4" || true
+    curl -s -o "$work/body-$1" -w '%{http_code}' --max-time 10 -X POST --data-binary "@$3" "$base?digest=$4" || true
     return
   fi
   local loc
   loc=$(curl -s -D - -o /dev/null --max-time 10 -X POST "$base" | location || true)
   [ -n "$loc" ] || { echo 000; return; }
   loc=$(absolute "$REG" "$loc")
-  for _ in 1 2; do
-    curl -s -o /dev/null --max-time 10 -X PATCH -H "Content-Range: 0-$(($5 - 1))" \
-      -H 'Content-Type: application/octet-stream' --data-binary "@$3" "$loc" &
+  for n in 1 2; do
+    curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X PATCH -H "Content-Range: 0-$(($5 - 1))" \
+      -H 'Content-Type: application/octet-stream' --data-binary "@$3" "$loc" >"$work/patch-$1-$n" &
   done
   wait
-  curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X PUT "$(with_query "$loc" "digest=$4")" || true
+  # Both cut by a kill: the chunk is not in, as a client would see.
+  grep -q 202 "$work/patch-$1-1" "$work/patch-$1-2" || { echo 000; return; }
+  curl -s -o "$work/body-$1" -w '%{http_code}' --max-time 10 -X PUT "$(with_query "$loc" "digest=$4")" || true
 }
 start; wait_up "$REG"
 
@@ -58,20 +61,21 @@ pusher() { # id
     local d size code
     d="sha256:$(sha256sum "$f" | cut -d' ' -f1)"
     size=$(stat -c %s "$f")
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X POST --data-binary "$CONFIG" \
+    code=$(curl -s -o "$work/body-$1" -w '%{http_code}' --max-time 10 -X POST --data-binary "$CONFIG" \
       "http://$REG/v2/crash/p$1/blobs/uploads/?digest=$CONFIG_DIGEST" || true)
     [ "$code" = 201 ] && code=$(push_layer "$1" "$i" "$f" "$d" "$size")
     if [ "$code" = 201 ]; then
       local m="{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"$CONFIG_DIGEST\",\"size\":2},\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"$d\",\"size\":$size}]}"
-      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X PUT \
+      code=$(curl -s -o "$work/body-$1" -w '%{http_code}' --max-time 10 -X PUT \
         -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary "$m" \
         "http://$REG/v2/crash/p$1/manifests/t$i" || true)
     fi
     case "$code" in
       201) echo "p$1 t$i $d" >>"$work/acked-$1" ;;
-      000) echo x >>"$work/cut-$1" ;;
-      5*) echo "$code" >>"$work/5xx-$1" ;;
-      *) echo "$code" >>"$work/4xx-$1" ;;
+      # 100: curl saw only "100 Continue" before the kill.
+      000 | 100) echo x >>"$work/cut-$1" ;;
+      5*) echo "$code$(grep -o '"code":"[A-Z_]*"' "$work/body-$1" | cut -d'"' -f4 | sed 's/^/-/')" >>"$work/5xx-$1" ;;
+      *) echo "$code$(grep -o '"code":"[A-Z_]*"' "$work/body-$1" | cut -d'"' -f4 | sed 's/^/-/')" >>"$work/4xx-$1" ;;
     esac
     rm -f "$f"
   done
@@ -89,8 +93,9 @@ touch "$work/stop"; wait "${pids[@]}" 2>/dev/null || true
 
 acked=$(cat "$work"/acked-* 2>/dev/null | wc -l)
 cut=$(cat "$work"/cut-* 2>/dev/null | wc -l)
-refused=$(cat "$work"/4xx-* 2>/dev/null | sort | uniq -c | tr '\n' ' ')
-errors=$(cat "$work"/5xx-* 2>/dev/null | sort | uniq -c | tr '\n' ' ')
+counts() { cat "$@" 2>/dev/null | sort | uniq -c | tr -s ' \n' ' ' || true; }
+refused=$(counts "$work"/4xx-*)
+errors=$(counts "$work"/5xx-*)
 lost=0
 while read -r repo tag d; do
   status=$(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
@@ -115,4 +120,4 @@ echo "gc runs completed across the $((KILLS + 1)) registry processes $gc_runs, f
 echo "blob files visible $visible, partial or corrupt $bad"
 echo "upload sessions left by kills $uploads"
 echo "gc: $gc"
-[ "$lost" -eq 0 ] && [ "$bad" -eq 0 ]
+[ "$lost" -eq 0 ] && [ "$bad" -eq 0 ] && [ -z "$errors" ]

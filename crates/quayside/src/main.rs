@@ -7,6 +7,7 @@
 //! Dependencies: `clap` (derive, with an env var per flag so the same settings work from the
 //! command line and from a Kubernetes manifest), `tracing-subscriber` (text or JSON logs).
 
+mod connection_args;
 mod credentials_cmd;
 mod fsck_cmd;
 mod gc_cmd;
@@ -35,6 +36,15 @@ struct Cli {
         default_value = "text"
     )]
     log_format: LogFormat,
+    /// Threads for blocking file I/O. Each does one block of work at a time and no client waits
+    /// on one, so this bounds disk concurrency, not clients; when all are busy, I/O queues.
+    #[arg(
+        long,
+        global = true,
+        env = "QUAYSIDE_IO_THREADS",
+        default_value_t = 512
+    )]
+    io_threads: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,7 +83,11 @@ fn main() -> ExitCode {
     // One TLS provider for every HTTPS client in the process (object storage, cloud APIs): ring,
     // so aws-lc's C build is never needed. Failure means one was installed already: fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(cli.io_threads.max(1))
+        .build();
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");

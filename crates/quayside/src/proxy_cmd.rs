@@ -26,9 +26,8 @@ pub struct Args {
     upstream_username: Option<String>,
     #[arg(long, env = "QUAYSIDE_PROXY_PASSWORD", value_parser = secret, hide_env_values = true)]
     upstream_password: Option<Secret>,
-    /// Longest time a connection may take to send a request's headers.
-    #[arg(long, env = "QUAYSIDE_HEADER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    header_timeout: Duration,
+    #[command(flatten)]
+    connections: crate::connection_args::ConnectionArgs,
     /// How long to wait for the registry's response headers.
     #[arg(long, env = "QUAYSIDE_PROXY_RESPONSE_TIMEOUT", default_value = "900s", value_parser = humantime::parse_duration)]
     response_timeout: Duration,
@@ -84,7 +83,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     serve::serve(
         listener,
         proxy::router(config),
-        args.header_timeout,
+        args.connections.limits(),
         crate::shutdown_signal(),
     )
     .await

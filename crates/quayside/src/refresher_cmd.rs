@@ -197,7 +197,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let http = tokio::spawn(serve::serve(
         listener,
         refresher::http::router(shared.clone()),
-        Duration::from_secs(30),
+        serve::Limits::new(Duration::from_secs(30)),
         crate::shutdown_signal(),
     ));
     let result = refresher::run(client, config, source, shared, crate::shutdown_signal()).await;

@@ -28,9 +28,8 @@ pub struct Args {
     /// with 400 and can be resumed from its last acknowledged offset.
     #[arg(long, env = "QUAYSIDE_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     body_timeout: std::time::Duration,
-    /// Longest time a connection may take to send a request's headers.
-    #[arg(long, env = "QUAYSIDE_HEADER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    header_timeout: std::time::Duration,
+    #[command(flatten)]
+    connections: crate::connection_args::ConnectionArgs,
     #[command(flatten)]
     storage: StorageArgs,
     #[command(flatten)]
@@ -301,9 +300,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         storage = %storage,
         "registry serving"
     );
-    serve::serve(listener, app, args.header_timeout, crate::shutdown_signal())
-        .await
-        .context("serving HTTP")
+    serve::serve(
+        listener,
+        app,
+        args.connections.limits(),
+        crate::shutdown_signal(),
+    )
+    .await
+    .context("serving HTTP")
 }
 
 /// Where the data lives, for the start-up log line (never credentials).

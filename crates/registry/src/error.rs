@@ -97,6 +97,24 @@ impl From<StoreError> for ApiError {
             StoreError::Backend(BackendError::Busy) => ErrorCode::UploadBusy,
             StoreError::Backend(BackendError::Io(_)) => ErrorCode::Unavailable,
         };
+        if code.status() >= 500 {
+            return ApiError::internal(code, &message);
+        }
         ApiError::new(code, message)
+    }
+}
+
+impl ApiError {
+    /// A failure on our side: the client gets the code, a short message and an id; the detail
+    /// (storage endpoints, bucket keys, the store's own error text) goes to the log under the
+    /// same id, never to the client.
+    pub fn internal(code: ErrorCode, detail: &str) -> ApiError {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        tracing::error!(request_id = %id, error = %detail, "request failed on the registry's side");
+        let what = match code {
+            ErrorCode::Unavailable => "storage is unavailable; retry shortly",
+            _ => "internal error",
+        };
+        ApiError::new(code, format!("{what} (request id {id})"))
     }
 }

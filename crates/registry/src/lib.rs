@@ -176,7 +176,9 @@ async fn base(State(app): State<App>, headers: HeaderMap) -> Response {
 async fn ready(State(app): State<App>) -> Response {
     match app.store.check().await {
         Ok(()) => "ready".into_response(),
-        Err(e) => ApiError::new(ErrorCode::Unavailable, format!("storage: {e}")).into_response(),
+        Err(e) => {
+            ApiError::internal(ErrorCode::Unavailable, &format!("storage: {e}")).into_response()
+        }
     }
 }
 

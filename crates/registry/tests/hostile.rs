@@ -21,7 +21,7 @@ async fn start(dir: &Path) -> SocketAddr {
     tokio::spawn(serve::serve(
         listener,
         app,
-        Duration::from_secs(2),
+        serve::Limits::new(Duration::from_secs(2)),
         std::future::pending(),
     ));
     addr

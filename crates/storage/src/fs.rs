@@ -5,30 +5,32 @@
 //! cannot express (it has no append and no multipart resume), and blobs are read in 1 MiB blocks
 //! (its streams read 8 KiB at a time, measured ~6x slower here).
 
-use std::io::{self, SeekFrom};
+use std::collections::HashMap;
+use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 use tokio::fs;
 
 use crate::backend::{Appended, Appender, Backend, BackendError, ByteStream, Claim, used_marker};
 use crate::layout;
 
 const IO_BLOCK: usize = 1 << 20;
-/// Blocks read ahead of the network per download.
-const READ_AHEAD: usize = 2;
-/// Chunks queued for the disk per upload.
-const WRITE_BEHIND: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct FsBackend {
     root: PathBuf,
     /// fsync content before it becomes visible, so a committed blob survives power loss too.
     sync: bool,
+    /// The locked data file of each upload this process holds a claim on. Appends write through
+    /// it, so a write still running after its request was dropped keeps the lock until it is
+    /// done, and no later claimer can append beside it.
+    claimed: Arc<Mutex<HashMap<PathBuf, Weak<std::fs::File>>>>,
 }
 
 impl FsBackend {
@@ -36,7 +38,13 @@ impl FsBackend {
         FsBackend {
             root: root.into(),
             sync,
+            claimed: Arc::default(),
         }
+    }
+
+    fn claimed_file(&self, path: &Path) -> Option<Arc<std::fs::File>> {
+        let claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
+        claimed.get(path).and_then(Weak::upgrade)
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -104,8 +112,9 @@ impl Backend for FsBackend {
         // close. The lock file is the data itself, so a waiter never creates a file in an upload
         // directory that is being removed.
         let path = self.path(key);
+        let opened = path.clone();
         let locked = blocking(move || {
-            let file = std::fs::OpenOptions::new().read(true).open(&path)?;
+            let file = std::fs::OpenOptions::new().append(true).open(&opened)?;
             match file.try_lock() {
                 Ok(()) => Ok(Some(file)),
                 Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -114,51 +123,28 @@ impl Backend for FsBackend {
         })
         .await
         .map_err(not_found)?;
-        match locked {
-            Some(file) => Ok(Box::new(FsClaim(file))),
-            None => Err(BackendError::Busy),
-        }
+        let file = Arc::new(locked.ok_or(BackendError::Busy)?);
+        self.claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.clone(), Arc::downgrade(&file));
+        Ok(Box::new(FsClaim {
+            file,
+            path,
+            claimed: self.claimed.clone(),
+        }))
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, BackendError> {
         let path = self.path(key);
-        let mut file = blocking(move || std::fs::File::open(path))
+        let file = blocking(move || std::fs::File::open(path))
             .await
             .map_err(not_found)?;
-        let (start, len) = match range {
-            Some(r) => (r.start, r.end - r.start),
+        let (start, end) = match range {
+            Some(r) => (r.start, r.end),
             None => (0, u64::MAX),
         };
-        // A thread reads ahead while the previous block is on the wire; the bounded channel keeps
-        // at most READ_AHEAD blocks per download in memory, and a departed client (receiver
-        // dropped) stops the thread.
-        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = file.seek(SeekFrom::Start(start)) {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-            let mut reader = file.take(len);
-            loop {
-                let mut block = vec![0u8; IO_BLOCK];
-                let item = match read_full(&mut reader, &mut block) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        block.truncate(n);
-                        Ok(Bytes::from(block))
-                    }
-                    Err(e) => Err(e),
-                };
-                let failed = item.is_err();
-                if tx.blocking_send(item).is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        })
-        .boxed())
+        Ok(read_blocks(std::sync::Arc::new(file), start, end))
     }
 
     async fn read(&self, key: &str, limit: u64) -> Result<Bytes, BackendError> {
@@ -230,11 +216,17 @@ impl Backend for FsBackend {
             create_parent(&path).await?;
         }
         let opened = path.clone();
+        let held = self.claimed_file(&path);
         let file = blocking(move || {
-            let file = std::fs::OpenOptions::new()
-                .create(offset == 0)
-                .append(true)
-                .open(&opened)?;
+            let file = match held {
+                Some(file) => file,
+                None => Arc::new(
+                    std::fs::OpenOptions::new()
+                        .create(offset == 0)
+                        .append(true)
+                        .open(&opened)?,
+                ),
+            };
             let (committed, _) = committed(&opened, file.metadata()?.len());
             if committed != offset {
                 return Ok(Err(committed));
@@ -296,12 +288,29 @@ impl Backend for FsBackend {
     }
 }
 
-/// The flock of [`FsBackend::claim`]: closing the file releases it.
-struct FsClaim(#[allow(dead_code)] std::fs::File);
+/// The flock of [`FsBackend::claim`]: released when the last handle of the file closes (this
+/// one, or a write still running for a dropped request).
+struct FsClaim {
+    file: Arc<std::fs::File>,
+    path: PathBuf,
+    claimed: Arc<Mutex<HashMap<PathBuf, Weak<std::fs::File>>>>,
+}
 
 #[async_trait]
 impl Claim for FsClaim {
     async fn release(self: Box<Self>) {}
+}
+
+impl Drop for FsClaim {
+    fn drop(&mut self) {
+        let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
+        if claimed
+            .get(&self.path)
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&self.file)))
+        {
+            claimed.remove(&self.path);
+        }
+    }
 }
 
 /// Runs `op`, which creates `dest`, after creating its parent directory, again if the directory
@@ -319,65 +328,115 @@ fn with_parent<T>(dest: &Path, mut op: impl FnMut() -> io::Result<T>) -> io::Res
     }
 }
 
-/// Appends on a thread of its own, so the request task hashes the next chunk while this one is
-/// written; the bounded channel is the backpressure that keeps memory flat.
+/// A download: blocks read by one blocking-pool hop each, the next one read while the previous
+/// is on the wire. Nothing waits on a thread for the client: a client that stops reading holds
+/// two blocks of memory and no thread.
+fn read_blocks(file: std::sync::Arc<std::fs::File>, start: u64, end: u64) -> ByteStream {
+    let read = move |pos: u64| {
+        let file = file.clone();
+        let len = (end - pos).min(IO_BLOCK as u64) as usize;
+        tokio::task::spawn_blocking(move || {
+            let mut block = vec![0u8; len];
+            let n = read_full_at(&file, &mut block, pos)?;
+            block.truncate(n);
+            Ok::<_, io::Error>(Bytes::from(block))
+        })
+    };
+    let first = (start < end).then(|| read(start));
+    futures_util::stream::unfold((first, start), move |(pending, pos)| {
+        let read = read.clone();
+        async move {
+            let block = match pending?.await {
+                Ok(Ok(block)) if block.is_empty() => return None,
+                Ok(Ok(block)) => block,
+                Ok(Err(e)) => return Some((Err(e), (None, end))),
+                Err(e) => return Some((Err(io::Error::other(e)), (None, end))),
+            };
+            let next = pos + block.len() as u64;
+            let ahead = (next < end && block.len() == IO_BLOCK).then(|| read(next));
+            Some((Ok(block), (ahead, next)))
+        }
+    })
+    .boxed()
+}
+
+/// Positional read until `buf` is full or the file ends.
+fn read_full_at(file: &std::fs::File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], pos + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Appends in blocks of IO_BLOCK, each written by one blocking-pool hop while the request task
+/// goes on receiving and hashing the next: a client that trickles holds a buffer, not a thread.
 struct FsAppender {
-    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
-    writer: tokio::task::JoinHandle<io::Result<u64>>,
+    file: Arc<std::fs::File>,
+    /// The block being written.
+    writing: Option<tokio::task::JoinHandle<io::Result<()>>>,
+    buffer: bytes::BytesMut,
+    len: u64,
     meta_path: PathBuf,
     sync: bool,
 }
 
 impl FsAppender {
-    fn start(file: std::fs::File, len: u64, sync: bool, meta_path: PathBuf) -> FsAppender {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_BEHIND);
-        let writer = tokio::task::spawn_blocking(move || {
-            let mut out = std::io::BufWriter::with_capacity(IO_BLOCK, file);
-            let mut len = len;
-            while let Some(chunk) = rx.blocking_recv() {
-                out.write_all(&chunk)?;
-                len += chunk.len() as u64;
-            }
-            let file = out.into_inner().map_err(|e| e.into_error())?;
-            if sync {
-                file.sync_data()?;
-            }
-            Ok(len)
-        });
+    fn start(file: Arc<std::fs::File>, len: u64, sync: bool, meta_path: PathBuf) -> FsAppender {
         FsAppender {
-            tx: Some(tx),
-            writer,
+            file,
+            writing: None,
+            buffer: bytes::BytesMut::new(),
+            len,
             meta_path,
             sync,
         }
     }
 
-    async fn join(&mut self) -> Result<u64, BackendError> {
-        self.tx = None;
-        let joined = (&mut self.writer).await.map_err(io::Error::other)?;
-        Ok(joined?)
+    /// Waits until the block being written (if any) is on disk.
+    async fn settled(&mut self) -> Result<(), BackendError> {
+        if let Some(writing) = self.writing.take() {
+            writing.await.map_err(io::Error::other)??;
+        }
+        Ok(())
+    }
+
+    /// Starts writing what is buffered.
+    async fn flush(&mut self) -> Result<(), BackendError> {
+        self.settled().await?;
+        let (file, block) = (self.file.clone(), self.buffer.split().freeze());
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            (&*file).write_all(&block)
+        }));
+        Ok(())
     }
 }
 
 #[async_trait]
 impl Appender for FsAppender {
     async fn write(&mut self, chunk: Bytes) -> Result<(), BackendError> {
-        let sent = match &self.tx {
-            Some(tx) => tx.send(chunk).await.is_ok(),
-            None => false,
-        };
-        if sent {
-            return Ok(());
+        self.len += chunk.len() as u64;
+        self.buffer.extend_from_slice(&chunk);
+        if self.buffer.len() >= IO_BLOCK {
+            self.flush().await?;
         }
-        // The writer stopped early: it failed, and joining it says why.
-        match self.join().await {
-            Err(e) => Err(e),
-            Ok(_) => Err(BackendError::Io(io::Error::other("upload writer stopped"))),
-        }
+        Ok(())
     }
 
     async fn finish(mut self: Box<Self>, meta: Bytes) -> Result<u64, BackendError> {
-        let len = self.join().await?;
+        self.flush().await?;
+        self.settled().await?;
+        let len = self.len;
+        if self.sync {
+            let file = self.file.clone();
+            blocking(move || file.sync_data()).await?;
+        }
         let (path, sync) = (self.meta_path.clone(), self.sync);
         let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
         blocking(move || write_then_rename(&tmp, &path, &encode_meta(len, &meta), sync)).await?;
@@ -421,20 +480,6 @@ fn write_then_rename(tmp: &Path, dest: &Path, data: &[u8], sync: bool) -> io::Re
         file.sync_data()?;
     }
     with_parent(dest, || std::fs::rename(tmp, dest))
-}
-
-/// Reads until `buf` is full or the input ends.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 async fn blocking<T: Send + 'static>(

@@ -198,7 +198,8 @@ impl Server {
 
 async fn axum_serve(listener: tokio::net::TcpListener, app: registry::Router) {
     let timeout = std::time::Duration::from_secs(30);
-    let _ = serve::serve(listener, app, timeout, std::future::pending()).await;
+    let limits = serve::Limits::new(timeout);
+    let _ = serve::serve(listener, app, limits, std::future::pending()).await;
 }
 
 /// `sha256:<hex>` of some bytes.

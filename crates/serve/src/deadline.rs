@@ -1,0 +1,135 @@
+//! A connection's inactivity deadline, at the level of its bytes so that it holds for HTTP/1
+//! and HTTP/2 alike: until the first byte arrives the connection has `idle_timeout`, afterwards
+//! `keepalive_timeout`; every read or write that moves bytes pushes the deadline back, and it
+//! does not expire while a request of the connection is being handled (a slow handler is not an
+//! idle client). Past it, reads and writes fail with `TimedOut` and hyper closes the connection.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::Limits;
+
+pub struct Deadline<T> {
+    io: T,
+    sleep: Pin<Box<Sleep>>,
+    spoken: bool,
+    idle: Duration,
+    keepalive: Duration,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl<T> Deadline<T> {
+    pub fn new(io: T, limits: Limits, in_flight: Arc<AtomicUsize>) -> Deadline<T> {
+        Deadline {
+            io,
+            sleep: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+            spoken: false,
+            idle: limits.idle_timeout,
+            keepalive: limits.keepalive_timeout,
+            in_flight,
+        }
+    }
+
+    fn moved(&mut self) {
+        let wait = if self.spoken {
+            self.keepalive
+        } else {
+            self.idle
+        };
+        self.sleep.as_mut().reset(Instant::now() + wait);
+    }
+
+    /// Called when the IO is not ready: `Ready(err)` once the deadline has passed with no
+    /// request in flight; otherwise the timer is armed to wake this task.
+    fn expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            if self.in_flight.load(Ordering::Relaxed) == 0 {
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection inactive past its deadline",
+                ));
+            }
+            self.moved();
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Deadline<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.spoken = true;
+                    this.moved();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => this.expired(cx).map(Err),
+            other => other,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.moved();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => this.expired(cx).map(Err),
+            other => other,
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.moved();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => this.expired(cx).map(Err),
+            other => other,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
