@@ -62,6 +62,26 @@ impl<T> Deadline<T> {
     }
 }
 
+impl<T> Deadline<T> {
+    /// What a write came to: bytes moved push the deadline back; not ready checks it.
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.moved();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => self.expired(cx).map(Err),
+            other => other,
+        }
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Deadline<T> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -91,16 +111,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.moved();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending => this.expired(cx).map(Err),
-            other => other,
-        }
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.wrote(cx, written)
     }
 
     fn poll_write_vectored(
@@ -109,16 +121,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.moved();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending => this.expired(cx).map(Err),
-            other => other,
-        }
+        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
