@@ -106,6 +106,9 @@ pub struct Params {
     pub last: Option<String>,
     #[serde(rename = "artifactType")]
     pub artifact_type: Option<String>,
+    /// Every `tag=` of a manifest PUT by digest (the spec's main branch: several tags at once).
+    #[serde(skip)]
+    pub tags: Vec<String>,
 }
 
 /// The route label a response carries for the telemetry middleware.
@@ -227,7 +230,9 @@ async fn handle(
         (Method::GET | Method::HEAD, Target::Manifest(n, r)) => {
             manifests::get(app, &n, &r, head).await
         }
-        (Method::PUT, Target::Manifest(n, r)) => manifests::put(app, &n, &r, headers, body).await,
+        (Method::PUT, Target::Manifest(n, r)) => {
+            manifests::put(app, &n, &r, &params.tags, headers, body).await
+        }
         (Method::DELETE, Target::Manifest(n, r)) => manifests::delete(app, &n, &r).await,
         (Method::GET | Method::HEAD, Target::Blob(n, d)) => {
             blobs::get(app, &n, &uploads::parse_digest(&d)?, headers, head).await
@@ -263,8 +268,17 @@ fn target(path: &str) -> Result<Target, ApiError> {
 }
 
 fn params(query: Option<&str>) -> Result<Params, ApiError> {
-    serde_urlencoded::from_str(query.unwrap_or(""))
-        .map_err(|e| ApiError::new(ErrorCode::QueryInvalid, format!("query string: {e}")))
+    let query = query.unwrap_or("");
+    let invalid = |e: serde_urlencoded::de::Error| {
+        ApiError::new(ErrorCode::QueryInvalid, format!("query string: {e}"))
+    };
+    let mut params: Params = serde_urlencoded::from_str(query).map_err(invalid)?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(invalid)?;
+    params.tags = pairs
+        .into_iter()
+        .filter_map(|(k, v)| (k == "tag").then_some(v))
+        .collect();
+    Ok(params)
 }
 
 fn labelled(mut response: Response, label: &'static str) -> Response {

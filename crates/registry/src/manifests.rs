@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use http_body_util::BodyExt;
-use oci::{ErrorCode, Reference, RepoName};
+use oci::{ErrorCode, Reference, RepoName, Tag};
 
 use crate::error::ApiError;
 use crate::{App, response};
@@ -49,10 +49,18 @@ pub async fn put(
     app: &App,
     name: &RepoName,
     reference: &str,
+    tags: &[String],
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let reference = parse_reference(reference)?;
+    let tags = tags
+        .iter()
+        .map(|t| {
+            t.parse::<Tag>()
+                .map_err(|e| ApiError::new(ErrorCode::TagInvalid, format!("tag {t:.80?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let limit = app.store.max_manifest();
     let too_big = || {
         ApiError::new(
@@ -89,13 +97,9 @@ pub async fn put(
         .and_then(|v| v.to_str().ok());
     let stored = app
         .store
-        .manifest_put(name, &reference, content_type, bytes)
+        .manifest_put(name, &reference, &tags, content_type, bytes)
         .await?;
-    Ok(response::manifest_created(
-        name,
-        &stored.digest,
-        stored.subject.as_ref(),
-    ))
+    Ok(response::manifest_created(name, &stored))
 }
 
 pub async fn delete(app: &App, name: &RepoName, reference: &str) -> Result<Response, ApiError> {

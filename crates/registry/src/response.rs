@@ -66,7 +66,10 @@ pub fn blob_created(name: &RepoName, digest: &Digest) -> Response {
 }
 
 /// 201 for a stored manifest.
-pub fn manifest_created(name: &RepoName, digest: &Digest, subject: Option<&Digest>) -> Response {
+/// 201 for a manifest PUT: where it is, its digest, its subject, and one `OCI-Tag` per tag the
+/// PUT's `?tag=` parameters applied.
+pub fn manifest_created(name: &RepoName, stored: &storage::PutManifest) -> Response {
+    let digest = &stored.digest;
     let mut builder = Response::builder()
         .status(StatusCode::CREATED)
         .header(
@@ -75,8 +78,11 @@ pub fn manifest_created(name: &RepoName, digest: &Digest, subject: Option<&Diges
         )
         .header(DIGEST_HEADER, value(digest.to_string()))
         .header(header::CONTENT_LENGTH, "0");
-    if let Some(subject) = subject {
+    if let Some(subject) = &stored.subject {
         builder = builder.header(SUBJECT_HEADER, value(subject.to_string()));
+    }
+    for tag in &stored.tags {
+        builder = builder.header("oci-tag", value(tag.to_string()));
     }
     builder.body(Body::empty()).unwrap_or_default()
 }

@@ -480,6 +480,43 @@ async fn spec_answers_for_edge_cases(kind: Kind) {
     );
     let resp = put_manifest(&s, "edge", "missing", OCI_MANIFEST, missing.as_bytes()).await;
     expect_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
+
+    // Several tags in one PUT by digest, each confirmed with OCI-Tag; each then resolves.
+    let digest = sha256(manifest.as_bytes());
+    let resp = put_manifest(
+        &s,
+        "edge",
+        &format!("{digest}?tag=one&tag=two"),
+        OCI_MANIFEST,
+        manifest.as_bytes(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let confirmed: Vec<&str> = resp
+        .headers()
+        .get_all("oci-tag")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(confirmed, ["one", "two"]);
+    for tag in ["one", "two"] {
+        let resp = client()
+            .head(s.url(&format!("/v2/edge/manifests/{tag}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{tag}");
+        assert_eq!(resp.headers()["docker-content-digest"], digest.as_str());
+    }
+    let resp = put_manifest(
+        &s,
+        "edge",
+        &format!("{digest}?tag=.bad"),
+        OCI_MANIFEST,
+        manifest.as_bytes(),
+    )
+    .await;
+    expect_error(resp, StatusCode::BAD_REQUEST, "TAG_INVALID").await;
 }
 
 async fn oci_manifest_by_tag_and_digest(kind: Kind) {

@@ -22,6 +22,8 @@ pub struct ManifestContent {
 pub struct PutManifest {
     pub digest: Digest,
     pub subject: Option<Digest>,
+    /// The extra tags applied (a PUT's `?tag=` parameters).
+    pub tags: Vec<Tag>,
 }
 
 impl Store {
@@ -102,11 +104,13 @@ impl Store {
         }
     }
 
-    /// Validates and stores a manifest, then points `reference` at it.
+    /// Validates and stores a manifest, then points `reference` (if a tag) and every one of
+    /// `tags` at it.
     pub async fn manifest_put(
         &self,
         name: &RepoName,
         reference: &Reference,
+        tags: &[Tag],
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<PutManifest, StoreError> {
@@ -143,13 +147,21 @@ impl Store {
             self.write_link(&layout::referrer_link(name, subject, &digest), &digest)
                 .await?;
         }
-        if let Reference::Tag(tag) = reference {
+        let named = match reference {
+            Reference::Tag(tag) => Some(tag),
+            Reference::Digest(_) => None,
+        };
+        for tag in named.into_iter().chain(tags) {
             self.write_link(&layout::tag_index_link(name, tag, &digest), &digest)
                 .await?;
             self.write_link(&layout::tag_current_link(name, tag), &digest)
                 .await?;
         }
-        Ok(PutManifest { digest, subject })
+        Ok(PutManifest {
+            digest,
+            subject,
+            tags: tags.to_vec(),
+        })
     }
 
     /// Holds (see `gc`) the manifest's own bytes and everything it references, before checking
