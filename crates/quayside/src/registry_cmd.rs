@@ -30,6 +30,13 @@ pub struct Args {
     body_timeout: std::time::Duration,
     #[command(flatten)]
     connections: crate::connection_args::ConnectionArgs,
+    /// Requests a second each client address may make (a token bucket per address; 429 with
+    /// Retry-After past it); off when unset. Behind the node proxy every node is one address.
+    #[arg(long, env = "QUAYSIDE_RATE_LIMIT")]
+    rate_limit: Option<std::num::NonZeroU32>,
+    /// Requests a client may make at once before `--rate-limit` applies.
+    #[arg(long, env = "QUAYSIDE_RATE_LIMIT_BURST", default_value = "100")]
+    rate_limit_burst: std::num::NonZeroU32,
     #[command(flatten)]
     storage: StorageArgs,
     #[command(flatten)]
@@ -267,6 +274,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut app = registry::App::new(store.clone())
         .with_redirect(args.redirect)
         .with_body_timeout(args.body_timeout);
+    if let Some(rate) = args.rate_limit {
+        app = app.with_rate_limit(rate, args.rate_limit_burst);
+    }
     if let Some(access) = access {
         tracing::info!(mode = ?args.auth.auth, "access control on");
         app = app.with_access(access, args.auth.auth_realm.clone());

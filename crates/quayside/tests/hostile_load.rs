@@ -172,3 +172,33 @@ fn stalled_downloads_and_trickling_uploads_do_not_starve_others() {
         trickling.len()
     );
 }
+
+/// `--rate-limit 5 --rate-limit-burst 5`: a client that floods gets 429 `TOOMANYREQUESTS` with
+/// `Retry-After` past its burst, probes are never limited, and the client is served again once
+/// it waited.
+#[test]
+fn a_flooding_client_is_rate_limited_and_probes_are_not() {
+    let data = tempfile::tempdir().unwrap();
+    let reg = Quayside::registry(
+        BIN,
+        data.path(),
+        &["--rate-limit", "5", "--rate-limit-burst", "5"],
+    );
+    let statuses: Vec<u16> = (0..20).map(|_| timed(reg.addr, &get("/v2/")).0).collect();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!((5..=7).contains(&ok), "{statuses:?}");
+    assert_eq!(ok + limited, 20, "{statuses:?}");
+    let mut conn = TcpStream::connect(reg.addr).unwrap();
+    conn.write_all(get("/v2/").as_bytes()).unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.to_lowercase().contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("TOOMANYREQUESTS"), "{answer}");
+    for probe in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(timed(reg.addr, &get(probe)).0, 200, "{probe}");
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(timed(reg.addr, &get("/v2/")).0, 200);
+}

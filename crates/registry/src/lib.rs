@@ -7,7 +7,8 @@
 //! lines calling the store → a [`response`] constructor or an [`error::ApiError`].
 //!
 //! Dependencies: `axum` (routing, extractors; hyper underneath streams bodies both ways),
-//! `prometheus-client` (the Prometheus project's own Rust client: typed label sets, OpenMetrics text),
+//! `prometheus-client` (the Prometheus project's own Rust client: typed label sets, OpenMetrics text), `governor`
+//! (keyed GCRA rate limiting for `--rate-limit`, rather than a hand-written token bucket),
 //! `percent-encoding` (paths arrive encoded; `%2e%2e` must be seen as `..` and refused), `serde_urlencoded`
 //! for query strings, `http-body-util` for the bounded manifest read.
 
@@ -16,6 +17,7 @@ mod blobs;
 pub mod error;
 pub mod gc;
 pub mod health;
+mod limit;
 mod listing;
 mod manifests;
 pub mod metrics;
@@ -64,6 +66,8 @@ pub struct App {
     pub access: Option<Arc<access::Access>>,
     /// The token endpoint URL put in challenges; `None`: derived from the request's Host.
     pub auth_realm: Option<String>,
+    /// `None`: no rate limit.
+    pub rate_limit: Option<Arc<limit::RateLimit>>,
 }
 
 impl App {
@@ -76,7 +80,18 @@ impl App {
             body_timeout: std::time::Duration::from_secs(60),
             access: None,
             auth_realm: None,
+            rate_limit: None,
         }
+    }
+
+    /// At most `per_second` requests a second per client address, `burst` at once.
+    pub fn with_rate_limit(
+        mut self,
+        per_second: std::num::NonZeroU32,
+        burst: std::num::NonZeroU32,
+    ) -> App {
+        self.rate_limit = Some(limit::RateLimit::new(per_second, burst));
+        self
     }
 
     pub fn with_access(mut self, access: access::Access, realm: Option<String>) -> App {
@@ -129,6 +144,10 @@ pub fn router(app: App) -> Router {
         .fallback(|| async {
             ApiError::new(ErrorCode::NameUnknown, "no such endpoint").into_response()
         })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            limit::gate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             health::gate,
