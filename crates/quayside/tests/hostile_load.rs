@@ -202,3 +202,50 @@ fn a_flooding_client_is_rate_limited_and_probes_are_not() {
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(timed(reg.addr, &get("/v2/")).0, 200);
 }
+
+/// The node proxy runs the same accept loop: silent connections to it are closed after its
+/// `--idle-timeout`, and requests through it are still served.
+#[test]
+fn the_proxy_closes_silent_connections_too() {
+    let data = tempfile::tempdir().unwrap();
+    let reg = Quayside::registry(BIN, data.path(), &[]);
+    let proxy = Quayside::proxy(BIN, reg.addr, &["--idle-timeout", "1s"]);
+    let mut silent: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(proxy.addr).unwrap())
+        .collect();
+    let (status, took) = timed(proxy.addr, &get("/v2/"));
+    assert_eq!(status, 200);
+    assert!(took < BOUND, "{took:?}");
+    let open = silent
+        .iter_mut()
+        .map(|c| closed_within(c, Duration::from_secs(3)))
+        .filter(|closed| !closed)
+        .count();
+    assert_eq!(open, 0, "silent connections to the proxy still open");
+}
+
+/// An HTTP/2 (h2c) client that sends the connection preface and its settings, then nothing:
+/// hyper has no idle timeout of its own for HTTP/2, the inactivity deadline closes it.
+#[test]
+fn a_silent_http2_connection_is_closed() {
+    let data = tempfile::tempdir().unwrap();
+    let reg = Quayside::registry(
+        BIN,
+        data.path(),
+        &["--idle-timeout", "1s", "--keepalive-timeout", "2s"],
+    );
+    let mut conn = TcpStream::connect(reg.addr).unwrap();
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    conn.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut conn, Duration::from_secs(8)),
+        "HTTP/2 connection still open"
+    );
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(1500),
+        "closed too early: {after:?}"
+    );
+}
