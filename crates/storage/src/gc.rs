@@ -114,6 +114,26 @@ impl Store {
         report: &mut GcReport,
     ) -> Result<(), StoreError> {
         let marked_at = Instant::now();
+        let decided = self
+            .sweep_marked(batch, cutoff, marked_at, seen, report)
+            .await;
+        if decided.is_err() {
+            // Storage failed part-way: take the marks back, so writers do not wait on them.
+            for (d, _) in batch {
+                let _ = self.backend.delete(&layout::blob_gc_mark(d)).await;
+            }
+        }
+        decided
+    }
+
+    async fn sweep_marked(
+        &self,
+        batch: &[(Digest, u64)],
+        cutoff: SystemTime,
+        marked_at: Instant,
+        seen: &mut HashSet<(RepoName, Digest)>,
+        report: &mut GcReport,
+    ) -> Result<(), StoreError> {
         for (d, _) in batch {
             self.write_gc_mark(d).await?;
         }
