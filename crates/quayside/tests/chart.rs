@@ -295,8 +295,16 @@ fn on_cluster_renders_registry_and_proxy() {
     assert_eq!(container(reg)["ports"][0]["containerPort"], 5000);
     assert_eq!(env(reg, "QUAYSIDE_LISTEN").as_deref(), Some("0.0.0.0:5000"));
     assert_eq!(env(reg, "REGISTRY_STORAGE").as_deref(), Some("filesystem"));
-    assert_eq!(container(reg)["livenessProbe"]["httpGet"]["path"], "/v2/");
-    assert_eq!(container(reg)["readinessProbe"]["httpGet"]["path"], "/v2/");
+    // Not /v2/: it answers 401 once access control is on, and a storage outage must not
+    // restart the registry (liveness), only take it out of the Service (readiness).
+    assert_eq!(
+        container(reg)["livenessProbe"]["httpGet"]["path"],
+        "/healthz"
+    );
+    assert_eq!(
+        container(reg)["readinessProbe"]["httpGet"]["path"],
+        "/readyz"
+    );
     assert_hardened(reg);
     let proxy = find(&objects, "DaemonSet", "deis-registry-proxy");
     assert_eq!(container(proxy)["args"][0], "proxy");

@@ -80,6 +80,11 @@ fn answers_503_while_storage_is_down_and_recovers_on_its_own() {
     let body = wait_for_status(&q, "/v2/", 503);
     assert!(body.contains("UNAVAILABLE"), "{body}");
     assert_eq!(testkit::http_get(q.addr, "/readyz").0, 503);
+    assert_eq!(
+        testkit::http_get(q.addr, "/healthz").0,
+        200,
+        "liveness is not storage"
+    );
     assert_eq!(testkit::http_get(q.addr, "/v2/_catalog").0, 503);
     assert_eq!(testkit::http_get(q.addr, "/metrics").0, 200);
 

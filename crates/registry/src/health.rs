@@ -76,9 +76,10 @@ fn note_failure(health: &Health, failures: u32, config: HealthConfig, why: &str)
     failures
 }
 
-/// Answers 503 while storage is down (metrics stay available to show why).
+/// Answers 503 while storage is down. Metrics stay available to show why, and liveness
+/// (`/healthz`) stays 200: restarting the process does not bring storage back.
 pub async fn gate(State(app): State<App>, req: Request, next: Next) -> Response {
-    if app.health.is_down() && req.uri().path() != "/metrics" {
+    if app.health.is_down() && !matches!(req.uri().path(), "/metrics" | "/healthz") {
         return ApiError::new(ErrorCode::Unavailable, "storage is unreachable").into_response();
     }
     next.run(req).await
