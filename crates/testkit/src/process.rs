@@ -158,5 +158,14 @@ impl Quayside {
 impl Drop for Quayside {
     fn drop(&mut self) {
         self.kill();
+        // A failing test shows what the process logged, which is usually the why.
+        if std::thread::panicking() {
+            let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!("--- log of the quayside process on {} ---", self.addr);
+            for line in log.iter() {
+                eprintln!("{line}");
+            }
+            eprintln!("--- end of log ---");
+        }
     }
 }
