@@ -87,15 +87,13 @@ impl Manifest {
         let media_type = resolve_media_type(&raw, content_type)?;
         let is_index = media::is_index(&media_type)
             .ok_or_else(|| ManifestError::UnsupportedMediaType(media_type.clone()))?;
-        let foreign = if is_index {
-            [
-                ("config", raw.config.is_some()),
-                ("layers", raw.layers.is_some()),
-            ]
+        let stray = if is_index {
+            let config = raw.config.as_ref().map(|_| "config");
+            config.or(raw.layers.as_ref().map(|_| "layers"))
         } else {
-            [("manifests", raw.manifests.is_some()), ("", false)]
+            raw.manifests.as_ref().map(|_| "manifests")
         };
-        if let Some((field, _)) = foreign.into_iter().find(|(_, present)| *present) {
+        if let Some(field) = stray {
             return Err(ManifestError::ShapeMismatch { media_type, field });
         }
         if is_index {

@@ -74,10 +74,8 @@ impl From<StoreError> for ApiError {
                 return ApiError::new(ErrorCode::UploadBusy, message)
                     .with_header(header::RETRY_AFTER, 1);
             }
-            StoreError::Collecting(_) => {
-                return ApiError::new(ErrorCode::Unavailable, message)
-                    .with_header(header::RETRY_AFTER, 5);
-            }
+            // The caller's own digest, nothing internal: kept as it is (Retry-After by default).
+            StoreError::Collecting(_) => return ApiError::new(ErrorCode::Unavailable, message),
             StoreError::StoredManifestInvalid { .. } => ErrorCode::Unknown,
             StoreError::ManifestUnknown => ErrorCode::ManifestUnknown,
             StoreError::NameUnknown => ErrorCode::NameUnknown,

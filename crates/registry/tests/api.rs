@@ -29,18 +29,6 @@ async fn expect_error(resp: Response, status: StatusCode, want: &str) {
     assert_eq!(code(resp).await, want);
 }
 
-async fn push_blob(s: &Server, name: &str, data: &[u8]) -> String {
-    let digest = sha256(data);
-    let resp = client()
-        .post(s.url(&format!("/v2/{name}/blobs/uploads/?digest={digest}")))
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    digest
-}
-
 async fn put_manifest(
     s: &Server,
     name: &str,
@@ -59,7 +47,7 @@ async fn put_manifest(
 
 async fn push_image(s: &Server, name: &str, img: &Image, tag: &str) {
     for b in img.blobs() {
-        push_blob(s, name, &b.data).await;
+        s.push_blob(name, &b.data).await;
     }
     let resp = put_manifest(s, name, tag, OCI_MANIFEST, &img.manifest.data).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -98,7 +86,7 @@ async fn base_endpoint(kind: Kind) {
 async fn monolithic_push_and_pull(kind: Kind) {
     let s = Server::start(kind).await;
     let data = random_bytes(100_000, 1);
-    let digest = push_blob(&s, "a/b/c", &data).await;
+    let digest = s.push_blob("a/b/c", &data).await;
     let resp = client()
         .get(s.url(&format!("/v2/a/b/c/blobs/{digest}")))
         .send()
@@ -129,7 +117,7 @@ async fn monolithic_push_and_pull(kind: Kind) {
 async fn large_blob_round_trip(kind: Kind) {
     let s = Server::start(kind).await;
     let data = random_bytes(20 << 20, 21);
-    let digest = push_blob(&s, "big/one", &data).await;
+    let digest = s.push_blob("big/one", &data).await;
     let got = client()
         .get(s.url(&format!("/v2/big/one/blobs/{digest}")))
         .send()
@@ -293,7 +281,7 @@ async fn cancel_upload(kind: Kind) {
 
 async fn cross_repository_mount(kind: Kind) {
     let s = Server::start(kind).await;
-    let digest = push_blob(&s, "src", b"shared layer").await;
+    let digest = s.push_blob("src", b"shared layer").await;
     let resp = client()
         .post(s.url(&format!("/v2/dst/blobs/uploads/?mount={digest}&from=src")))
         .send()
@@ -325,7 +313,7 @@ async fn cross_repository_mount(kind: Kind) {
 async fn range_requests(kind: Kind) {
     let s = Server::start(kind).await;
     let data = random_bytes(1000, 5);
-    let digest = push_blob(&s, "r", &data).await;
+    let digest = s.push_blob("r", &data).await;
     let url = s.url(&format!("/v2/r/blobs/{digest}"));
     let resp = client()
         .get(&url)
@@ -457,7 +445,7 @@ async fn spec_answers_for_edge_cases(kind: Kind) {
     expect_error(resp, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
 
     // Non-distributable ("foreign") layers are referenced, not stored.
-    let config = push_blob(&s, "edge", b"{}").await;
+    let config = s.push_blob("edge", b"{}").await;
     let foreign = |media: &str, seed: u64| {
         json!({"mediaType": media, "digest": sha256(&random_bytes(10, seed)), "size": 10,
                "urls": ["https://example.invalid/layer"]})
@@ -563,7 +551,7 @@ async fn manifest_put_responses(kind: Kind) {
     let s = Server::start(kind).await;
     let img = Image::new(8, &[100], "amd64");
     for b in img.blobs() {
-        push_blob(&s, "app", &b.data).await;
+        s.push_blob("app", &b.data).await;
     }
     let resp = put_manifest(
         &s,
@@ -600,8 +588,8 @@ async fn manifest_put_responses(kind: Kind) {
 async fn manifest_with_missing_blob_is_refused(kind: Kind) {
     let s = Server::start(kind).await;
     let img = Image::new(9, &[100, 200], "amd64");
-    push_blob(&s, "app", &img.config.data).await;
-    push_blob(&s, "app", &img.layers[0].data).await;
+    s.push_blob("app", &img.config.data).await;
+    s.push_blob("app", &img.layers[0].data).await;
     let resp = put_manifest(&s, "app", "v1", OCI_MANIFEST, &img.manifest.data).await;
     expect_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
     let resp = client()
@@ -699,7 +687,7 @@ async fn referrers(kind: Kind) {
     let s = Server::start(kind).await;
     let img = Image::new(13, &[100], "amd64");
     push_image(&s, "app", &img, "v1").await;
-    push_blob(&s, "app", b"{}").await;
+    s.push_blob("app", b"{}").await;
     let sig = artifact(&img, "application/vnd.example.sig", 1);
     let sbom = artifact(&img, "application/vnd.example.sbom", 2);
     for a in [&sig, &sbom] {
@@ -1047,7 +1035,7 @@ async fn client_mistakes_are_4xx_with_oci_codes(kind: Kind) {
 
 async fn metrics_count_requests_and_bytes(kind: Kind) {
     let s = Server::start(kind).await;
-    push_blob(&s, "r", &random_bytes(12_345, 16)).await;
+    s.push_blob("r", &random_bytes(12_345, 16)).await;
     client()
         .get(s.url("/v2/r/blobs/sha256:zz"))
         .send()
@@ -1084,7 +1072,7 @@ async fn garbage_collection(kind: Kind) {
     // An untagged image, a referrer of the tagged one, an orphan blob and an abandoned upload.
     let untagged = Image::new(72, &[4000], "amd64");
     for b in untagged.blobs() {
-        push_blob(&s, "gc/app", &b.data).await;
+        s.push_blob("gc/app", &b.data).await;
     }
     let resp = put_manifest(
         &s,
@@ -1095,7 +1083,7 @@ async fn garbage_collection(kind: Kind) {
     )
     .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
-    let config = push_blob(&s, "gc/app", b"{}").await;
+    let config = s.push_blob("gc/app", b"{}").await;
     let referrer = json!({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.sbom",
         "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
@@ -1114,7 +1102,7 @@ async fn garbage_collection(kind: Kind) {
     .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     let orphan = random_bytes(5000, 73);
-    let orphan_digest = push_blob(&s, "gc/orphan", &orphan).await;
+    let orphan_digest = s.push_blob("gc/orphan", &orphan).await;
     start_upload(&s, "gc/app").await;
     let status = |path: String| {
         let url = s.url(&path);

@@ -228,8 +228,8 @@ async fn a_verified_push_replaces_a_corrupt_blob(kind: Kind) {
 /// so nothing is stored that garbage collection could read as having no blobs.
 async fn ambiguous_manifest_is_refused(kind: Kind) {
     let s = Server::start(kind).await;
-    let config = push(&s, "amb", b"{}").await;
-    let layer = push(&s, "amb", &random_bytes(1000, 7)).await;
+    let config = s.push_blob("amb", b"{}").await;
+    let layer = s.push_blob("amb", &random_bytes(1000, 7)).await;
     let body = json!({
         "schemaVersion": 2,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
@@ -255,8 +255,8 @@ async fn ambiguous_manifest_is_refused(kind: Kind) {
 async fn gc_reads_manifests_with_the_registry_limit(kind: Kind) {
     let limit = 8 << 20;
     let s = Server::start_with(kind, limit).await;
-    let config = push(&s, "big/manifest", b"{}").await;
-    let layer = push(&s, "big/manifest", &random_bytes(3000, 8)).await;
+    let config = s.push_blob("big/manifest", b"{}").await;
+    let layer = s.push_blob("big/manifest", &random_bytes(3000, 8)).await;
     let body = json!({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
@@ -284,23 +284,6 @@ async fn gc_reads_manifests_with_the_registry_limit(kind: Kind) {
     for d in [&config, &layer] {
         assert_eq!(blob_is_intact(&s, "big/manifest", d).await, StatusCode::OK);
     }
-}
-
-async fn push(s: &Server, name: &str, data: &[u8]) -> String {
-    let digest = sha256(data);
-    let resp = client()
-        .post(s.url(&format!("/v2/{name}/blobs/uploads/?digest={digest}")))
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        StatusCode::CREATED,
-        "{}",
-        resp.text().await.unwrap()
-    );
-    digest
 }
 
 /// No grace period at all: every unreferenced blob is a candidate the moment collection starts.
@@ -447,11 +430,11 @@ async fn gc_in_a_loop_while_pushing_keeps_every_accepted_image(kind: Kind) {
                 } else {
                     format!("stress/r{w}")
                 };
-                push(&s, &repo, data).await;
+                s.push_blob(&repo, data).await;
             }
         }
     }
-    let junk = push(&s, "stress/junk", &random_bytes(1000, 10)).await;
+    let junk = s.push_blob("stress/junk", &random_bytes(1000, 10)).await;
     tokio::time::sleep(STRESS_GRACE + Duration::from_millis(1500)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let gc = collect_until(store.clone(), with_grace(STRESS_GRACE), stop.clone());

@@ -52,6 +52,12 @@ pub trait Claim: Send + Sync {
     async fn release(self: Box<Self>);
 }
 
+/// Milliseconds since the Unix epoch: the clock marks and leases are written in.
+pub(crate) fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The marker [`Backend::touch`] writes beside `key`.
 pub(crate) fn used_marker(key: &str) -> String {
     format!("{key}.quayside-used")

@@ -144,7 +144,7 @@ impl Backend for FsBackend {
             Some(r) => (r.start, r.end),
             None => (0, u64::MAX),
         };
-        Ok(read_blocks(std::sync::Arc::new(file), start, end))
+        Ok(read_blocks(Arc::new(file), start, end))
     }
 
     async fn read(&self, key: &str, limit: u64) -> Result<Bytes, BackendError> {
@@ -331,7 +331,7 @@ fn with_parent<T>(dest: &Path, mut op: impl FnMut() -> io::Result<T>) -> io::Res
 /// A download: blocks read by one blocking-pool hop each, the next one read while the previous
 /// is on the wire. Nothing waits on a thread for the client: a client that stops reading holds
 /// two blocks of memory and no thread.
-fn read_blocks(file: std::sync::Arc<std::fs::File>, start: u64, end: u64) -> ByteStream {
+fn read_blocks(file: Arc<std::fs::File>, start: u64, end: u64) -> ByteStream {
     let read = move |pos: u64| {
         let file = file.clone();
         let len = (end - pos).min(IO_BLOCK as u64) as usize;
@@ -430,7 +430,9 @@ impl Appender for FsAppender {
     }
 
     async fn finish(mut self: Box<Self>, meta: Bytes) -> Result<u64, BackendError> {
-        self.flush().await?;
+        if !self.buffer.is_empty() {
+            self.flush().await?;
+        }
         self.settled().await?;
         let len = self.len;
         if self.sync {

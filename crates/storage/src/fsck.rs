@@ -2,8 +2,7 @@
 //! versions before verified commits (or damaged by the medium) are found here; removing one
 //! makes it absent, which a push of the genuine bytes heals, rather than served wrong.
 
-use futures_util::StreamExt;
-use oci::{Digest, Hasher};
+use oci::Digest;
 
 use crate::backend::BackendError;
 use crate::layout;
@@ -24,20 +23,15 @@ impl Store {
         let mut report = FsckReport::default();
         for d in self.blob_digests().await? {
             let key = layout::blob_data(&d);
-            let mut data = match self.backend.get(&key, None).await {
-                Ok(data) => data,
+            let (actual, read) = match self.hash_object(&key, d.algorithm()).await {
+                Ok(hashed) => hashed,
                 // A directory left without data (a gc racing a touch): nothing to verify.
-                Err(BackendError::NotFound) => continue,
-                Err(e) => return Err(e.into()),
+                Err(StoreError::Backend(BackendError::NotFound)) => continue,
+                Err(e) => return Err(e),
             };
             report.blobs += 1;
-            let mut hasher = Hasher::new(d.algorithm());
-            while let Some(chunk) = data.next().await {
-                let chunk = chunk.map_err(BackendError::Io)?;
-                report.bytes_read += chunk.len() as u64;
-                hasher.update(&chunk);
-            }
-            if hasher.finish() != d {
+            report.bytes_read += read;
+            if actual != d {
                 tracing::warn!(digest = %d, "blob does not hash to its digest");
                 if remove {
                     self.backend.delete(&key).await?;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use oci::{Digest, Manifest, Reference, RepoName};
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, unix_ms};
 use crate::layout::{self, UploadId};
 use crate::{Store, StoreError};
 
@@ -490,9 +490,4 @@ impl Store {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

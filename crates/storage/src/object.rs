@@ -37,7 +37,9 @@ use object_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Appended, Appender, Backend, BackendError, ByteStream, Claim, used_marker};
+use crate::backend::{
+    Appended, Appender, Backend, BackendError, ByteStream, Claim, unix_ms, used_marker,
+};
 
 /// Size of each uploaded part: above the 5 MiB minimum, and 10,000 parts make ~78 GiB.
 pub const PART_SIZE: usize = 8 << 20;
@@ -75,6 +77,14 @@ fn err(e: object_store::Error) -> BackendError {
     match e {
         object_store::Error::NotFound { .. } => BackendError::NotFound,
         other => BackendError::Io(std::io::Error::other(other)),
+    }
+}
+
+/// The version a conditional replace of this object must match.
+fn version_of(meta: &object_store::ObjectMeta) -> UpdateVersion {
+    UpdateVersion {
+        e_tag: meta.e_tag.clone(),
+        version: meta.version.clone(),
     }
 }
 
@@ -166,10 +176,7 @@ impl ObjectBackend {
         key: &str,
     ) -> Result<(UploadState, UpdateVersion), BackendError> {
         let result = self.store.get(&self.state_path(key)).await.map_err(err)?;
-        let version = UpdateVersion {
-            e_tag: result.meta.e_tag.clone(),
-            version: result.meta.version.clone(),
-        };
+        let version = version_of(&result.meta);
         let bytes = result.bytes().await.map_err(err)?;
         let state = serde_json::from_slice(&bytes)
             .map_err(|e| BackendError::Io(std::io::Error::other(format!("upload state: {e}"))))?;
@@ -430,13 +437,11 @@ impl ObjectBackend {
             Err(object_store::Error::NotFound { .. }) => return Err(BackendError::Busy),
             Err(e) => return Err(err(e)),
         };
-        let version = UpdateVersion {
-            e_tag: current.meta.e_tag.clone(),
-            version: current.meta.version.clone(),
-        };
+        let version = version_of(&current.meta);
         let body = current.bytes().await.map_err(err)?;
-        let expired =
-            serde_json::from_slice::<Lease>(&body).map_or(true, |l| l.expires_ms < now_ms());
+        let expired = serde_json::from_slice::<Lease>(&body).map_or(true, |l| {
+            l.expires_ms < unix_ms(std::time::SystemTime::now())
+        });
         if !expired {
             return Err(BackendError::Busy);
         }
@@ -518,16 +523,10 @@ struct Lease {
     expires_ms: u64,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn lease(holder: &str) -> PutPayload {
     let lease = Lease {
         holder: holder.to_owned(),
-        expires_ms: now_ms() + LEASE.as_millis() as u64,
+        expires_ms: unix_ms(std::time::SystemTime::now()) + LEASE.as_millis() as u64,
     };
     PutPayload::from(serde_json::to_vec(&lease).unwrap_or_default())
 }
@@ -548,22 +547,14 @@ impl ObjectClaim {
     ) -> ObjectClaim {
         let (renewing, at) = (store.clone(), path.clone());
         let renewer = tokio::spawn(async move {
-            let mut version = UpdateVersion {
-                e_tag: held.e_tag,
-                version: held.version,
-            };
+            let mut version = UpdateVersion::from(held);
             loop {
                 tokio::time::sleep(LEASE / 3).await;
                 let renewed = renewing
                     .put_opts(&at, lease(&holder), PutMode::Update(version).into())
                     .await;
                 match renewed {
-                    Ok(r) => {
-                        version = UpdateVersion {
-                            e_tag: r.e_tag,
-                            version: r.version,
-                        }
-                    }
+                    Ok(r) => version = r.into(),
                     // Lost (taken over after a stall): the state's conditional replace stops
                     // this holder from publishing.
                     Err(e) => {

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
-use oci::{Digest, ManifestError};
+use futures_util::StreamExt;
+use oci::{Algorithm, Digest, Hasher, ManifestError};
 
 use crate::backend::{Backend, BackendError};
 
@@ -137,6 +138,24 @@ impl Store {
 
     pub(crate) async fn write_link(&self, key: &str, d: &Digest) -> Result<(), StoreError> {
         Ok(self.backend.put(key, d.to_string().into()).await?)
+    }
+
+    /// The digest of an object's bytes under `alg`, by reading it through, and how many bytes
+    /// that was.
+    pub(crate) async fn hash_object(
+        &self,
+        key: &str,
+        alg: Algorithm,
+    ) -> Result<(Digest, u64), StoreError> {
+        let mut hasher = Hasher::new(alg);
+        let mut read = 0;
+        let mut data = self.backend.get(key, None).await?;
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(BackendError::Io)?;
+            read += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        Ok((hasher.finish(), read))
     }
 
     pub(crate) async fn exists(&self, key: &str) -> Result<Option<u64>, StoreError> {

@@ -222,12 +222,8 @@ impl Store {
         self.backend
             .commit(&layout::upload_data(name, id), &staged)
             .await?;
-        let mut hasher = Hasher::new(digest.algorithm());
-        let mut data = self.backend.get(&staged, None).await?;
-        while let Some(chunk) = data.next().await {
-            hasher.update(&chunk.map_err(BackendError::Io)?);
-        }
-        self.verify(name, id, digest, hasher.finish()).await?;
+        let (actual, _) = self.hash_object(&staged, digest.algorithm()).await?;
+        self.verify(name, id, digest, actual).await?;
         self.hold_blob(digest).await?;
         self.backend
             .rename(&staged, &layout::blob_data(digest))

@@ -190,6 +190,21 @@ impl Server {
         }
     }
 
+    /// Pushes `data` into repository `name` in one request (monolithic POST); its digest.
+    pub async fn push_blob(&self, name: &str, data: &[u8]) -> String {
+        let digest = sha256(data);
+        let resp = http_client()
+            .post(self.url(&format!("/v2/{name}/blobs/uploads/?digest={digest}")))
+            .body(data.to_vec())
+            .send()
+            .await
+            .expect("blob push reaches the registry");
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+        digest
+    }
+
     /// `http://127.0.0.1:<port>`
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
