@@ -113,3 +113,47 @@ template, so `helm template` and `helm install` stop with the message.
 - name: QUAYSIDE_GC_DELETE_UNTAGGED
   value: {{ .Values.registry.gc.delete_untagged | default false | quote }}
 {{- end }}
+
+{{/* Whether the in-cluster registry is closed to all but its identities (the default). */}}
+{{- define "quayside.secured" -}}
+{{- if and (eq .Values.global.registry_location "on-cluster") (not .Values.registry.insecure_anonymous_push) }}true{{ end -}}
+{{- end }}
+
+{{/*
+The registry's identities as JSON: {push, pull: {secret, username, password}, htpasswd}.
+Passwords come from the Secrets a previous install made (lookup), else are generated; the
+htpasswd (bcrypt, salted anew at each hashing) is reused while both passwords are, so an upgrade
+changes nothing and the pods' checksum annotation rolls them only when a password changed.
+Computed once per render and kept in .Values: every template that asks gets the same answer.
+*/}}
+{{- define "quayside.identities" -}}
+{{- if not (hasKey .Values "_quaysideIdentities") -}}
+  {{- $ns := .Release.Namespace -}}
+  {{- $kept := true -}}
+  {{- $out := dict -}}
+  {{- $lines := list -}}
+  {{- range $role, $id := dict "push" (dict "secret" "deis-registry-push" "username" "builder") "pull" (dict "secret" "deis-registry-pull" "username" "node-proxy") -}}
+    {{- $old := lookup "v1" "Secret" $ns $id.secret -}}
+    {{- $password := "" -}}
+    {{- if and $old $old.data (hasKey $old.data "password") -}}
+      {{- $password = index $old.data "password" | b64dec -}}
+    {{- else -}}
+      {{- $password = randAlphaNum 40 -}}
+      {{- $kept = false -}}
+    {{- end -}}
+    {{- $_ := set $out $role (dict "secret" $id.secret "username" $id.username "password" $password) -}}
+    {{- $lines = append $lines (htpasswd $id.username $password) -}}
+  {{- end -}}
+  {{- $old := lookup "v1" "Secret" $ns "deis-registry-auth" -}}
+  {{- if and $kept $old $old.data (hasKey $old.data "htpasswd") -}}
+    {{- $_ := set $out "htpasswd" (index $old.data "htpasswd" | b64dec) -}}
+  {{- else -}}
+    {{- $_ := set $out "htpasswd" (printf "%s\n" (join "\n" $lines)) -}}
+  {{- end -}}
+  {{- $_ := set .Values "_quaysideIdentities" $out -}}
+{{- end -}}
+{{- toJson (index .Values "_quaysideIdentities") -}}
+{{- end }}
+
+{{/* Where the registry mounts deis-registry-auth. */}}
+{{- define "quayside.authDir" -}}/var/run/secrets/quayside/auth{{- end }}

@@ -6,6 +6,11 @@
 //! buffered), drops hop-by-hop headers, adds `X-Forwarded-*`, and optionally refuses writes
 //! (`read_only`: nodes only pull) or adds upstream Basic credentials (nodes need none).
 //!
+//! The added credential is a pull identity, so it goes only on reads that carry no credential of
+//! their own, and never on the `/v2/` ping: a client holding credentials (a builder that logged
+//! in) learns from the registry's challenge there that it must send them, and its requests pass
+//! as they are; a write without credentials reaches the registry without any and gets its 401.
+//!
 //! Dependencies: `hyper-util`'s pooled client (plain HTTP/1.1 to the Service; no TLS inside the
 //! cluster), `axum` for the router (served by the `serve` crate), `base64` for the Basic
 //! credential.
@@ -27,7 +32,7 @@ pub struct Config {
     /// The registry Service, `host:port`.
     pub upstream: String,
     pub read_only: bool,
-    /// `Authorization` value added to requests that carry none.
+    /// `Authorization` value added to reads that carry none (see the module docs).
     pub upstream_auth: Option<HeaderValue>,
     /// How long to wait for the registry's response headers (nginx's proxy_read_timeout: 900 s).
     pub response_timeout: Duration,
@@ -168,7 +173,7 @@ async fn relay(proxy: &Proxy, peer: SocketAddr, req: Request) -> Response {
     strip_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, peer);
     if let Some(auth) = &proxy.config.upstream_auth
-        && !parts.headers.contains_key(header::AUTHORIZATION)
+        && lends_identity(&parts.method, parts.uri.path(), &parts.headers)
     {
         parts.headers.insert(header::AUTHORIZATION, auth.clone());
     }
@@ -193,6 +198,19 @@ async fn relay(proxy: &Proxy, peer: SocketAddr, req: Request) -> Response {
             "the registry behind this proxy did not answer in time",
         ),
     }
+}
+
+/// Whether the proxy's pull identity goes on this request: a read other than the ping, from a
+/// client without credentials. An empty Basic credential counts as none: containers/image
+/// (skopeo, podman) sends `Basic Og==` after a Basic challenge when it has no login.
+fn lends_identity(method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    let ping = path == "/v2/" || path == "/v2";
+    let anonymous = match headers.get(header::AUTHORIZATION) {
+        None => true,
+        Some(value) => value.as_bytes().eq_ignore_ascii_case(b"basic og=="),
+    };
+    read && !ping && anonymous
 }
 
 /// RFC 9110 §7.6.1: connection-specific headers, and any the Connection header names, are for
@@ -289,6 +307,33 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn the_pull_identity_goes_only_on_anonymous_reads_past_the_ping() {
+        let none = HeaderMap::new();
+        let mut empty_basic = HeaderMap::new();
+        empty_basic.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic Og=="),
+        );
+        let mut own = HeaderMap::new();
+        own.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic Yjpj"),
+        );
+        let manifest = "/v2/app/manifests/v1";
+        assert!(lends_identity(&Method::GET, manifest, &none));
+        assert!(lends_identity(&Method::HEAD, manifest, &empty_basic));
+        assert!(!lends_identity(&Method::GET, manifest, &own));
+        assert!(!lends_identity(&Method::GET, "/v2/", &none));
+        assert!(!lends_identity(&Method::PUT, manifest, &none));
+        assert!(!lends_identity(
+            &Method::POST,
+            "/v2/app/blobs/uploads/",
+            &none
+        ));
+        assert!(!lends_identity(&Method::DELETE, manifest, &empty_basic));
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct Args {
     /// token request tells when neither registryid nor hostname is set.
     #[arg(long, env = "AWS_ENDPOINT_URL", global = true)]
     aws_endpoint_url: Option<String>,
+    #[command(flatten)]
+    on_cluster: OnClusterCredentials,
     #[command(subcommand)]
     command: Command,
 }
@@ -108,6 +110,53 @@ enum Command {
         #[arg(long)]
         app: String,
     },
+}
+
+/// The platform's push identity for the in-cluster registry (the chart's `deis-registry-push`
+/// Secret): `publish` pushes with it and `port` reads with it. Other locations have their own.
+#[derive(clap::Args, Debug)]
+struct OnClusterCredentials {
+    /// On-cluster: the push identity's user name.
+    #[arg(
+        long,
+        env = "QUAYSIDE_REGISTRY_USERNAME",
+        global = true,
+        conflicts_with = "registry_credentials_dir"
+    )]
+    registry_username: Option<String>,
+    #[arg(long, env = "QUAYSIDE_REGISTRY_PASSWORD", value_parser = secret, hide_env_values = true, global = true)]
+    registry_password: Option<Secret>,
+    /// On-cluster: a directory with `username` and `password` files (the push Secret, mounted).
+    #[arg(long, env = "QUAYSIDE_REGISTRY_CREDENTIALS_DIR", global = true)]
+    registry_credentials_dir: Option<PathBuf>,
+}
+
+impl OnClusterCredentials {
+    fn get(&self) -> Result<Option<registry_client::Credentials>, ConfigError> {
+        if let Some(dir) = &self.registry_credentials_dir {
+            let dir = SecretDir::new(dir);
+            return match (dir.get("username"), dir.get("password")) {
+                (Some(username), Some(password)) => Ok(Some(registry_client::Credentials {
+                    username,
+                    password: Secret::new(password),
+                })),
+                _ => Err(ConfigError(format!(
+                    "--registry-credentials-dir / QUAYSIDE_REGISTRY_CREDENTIALS_DIR {}: needs the files username and password (mount the deis-registry-push Secret there)",
+                    dir.dir().display()
+                ))),
+            };
+        }
+        match (&self.registry_username, &self.registry_password) {
+            (None, None) => Ok(None),
+            (Some(username), Some(password)) => Ok(Some(registry_client::Credentials {
+                username: username.clone(),
+                password: password.clone(),
+            })),
+            _ => Err(ConfigError(
+                "--registry-username / QUAYSIDE_REGISTRY_USERNAME and --registry-password / QUAYSIDE_REGISTRY_PASSWORD go together".into(),
+            )),
+        }
+    }
 }
 
 /// The app's own registry credentials (`deis registry:set`), for a private source image.
@@ -199,7 +248,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 to.registry = host;
             }
             let src = registry_client::Client::new(&from.registry, source_credentials.get()?);
-            let dst = registry_client::Client::new(&to.registry, credential.map(for_client));
+            let push_credentials = match credential {
+                Some(c) => Some(for_client(c)),
+                None => args.on_cluster.get()?,
+            };
+            let dst = registry_client::Client::new(&to.registry, push_credentials);
             publish(&src, &from, &dst, &to).await?;
             println!("{name}");
         }
@@ -210,9 +263,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let image = ImageRef::parse(&image).map_err(|e| ConfigError(e.to_string()))?;
             let credentials = match source_credentials.get()? {
                 Some(c) => Some(c),
-                None => platform_credential(&location, endpoint)
-                    .await?
-                    .map(for_client),
+                None => match platform_credential(&location, endpoint).await? {
+                    Some(c) => Some(for_client(c)),
+                    None => args.on_cluster.get()?,
+                },
             };
             let client = registry_client::Client::new(&image.registry, credentials);
             let config = registry_client::copy::image_config(&client, &image).await?;

@@ -21,7 +21,8 @@ pub struct Args {
     /// Refuse everything but GET, HEAD and OPTIONS (405): nodes pull, only the builder pushes.
     #[arg(long, env = "QUAYSIDE_PROXY_READ_ONLY", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     read_only: bool,
-    /// Basic credentials added to requests that carry none, so nodes need no registry login.
+    /// A pull identity added to reads that carry no credentials (not to the `/v2/` ping, nor to
+    /// writes), so nodes need no registry login while builders' own logins pass through.
     #[arg(long, env = "QUAYSIDE_PROXY_USERNAME", requires = "upstream_password")]
     upstream_username: Option<String>,
     #[arg(long, env = "QUAYSIDE_PROXY_PASSWORD", value_parser = secret, hide_env_values = true)]

@@ -2,7 +2,8 @@
 //! with the real API's shapes and status codes: namespaces (list/watch, terminating), secrets
 //! (list/watch across namespaces with field selectors, get, server-side apply with field
 //! ownership and conflicts, delete), serviceaccounts (strategic merge of `imagePullSecrets`) and
-//! coordination.k8s.io Leases (get, create, apply, patch). Watches stream newline-delimited
+//! coordination.k8s.io Leases (get, create, apply, patch), and the discovery documents a REST
+//! mapper reads (so `helm --dry-run=server` can `lookup` Secrets here). Watches stream newline-delimited
 //! events from a resourceVersion and answer a compacted one with a 410 `Expired` event, as the
 //! real server does. No kube-apiserver exists on this machine; this is the stand-in the real
 //! kube client talks to.
@@ -203,6 +204,16 @@ impl FakeKube {
         );
     }
 
+    /// Stores a Secret as a client's create would (one an earlier `helm install` made, say).
+    pub fn create_secret(&self, namespace: &str, object: Value) {
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("Secret name")
+            .to_owned();
+        let mut state = self.lock();
+        self.store(&mut state, kind("secrets"), namespace, &name, object);
+    }
+
     pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
         let key = (
             kind(resource).resource,
@@ -327,6 +338,9 @@ impl FakeKube {
             if let Some(code) = take_fault(&mut state, method.as_str(), &path) {
                 return status(code, "injected failure");
             }
+        }
+        if let Some(document) = discovery(&path) {
+            return (StatusCode::OK, axum::Json(document)).into_response();
         }
         let Some(target) = Target::parse(&path) else {
             return status(
@@ -721,6 +735,86 @@ impl Selector {
             }
         });
         label_ok && field_ok
+    }
+}
+
+/// The API groups and resources a client's REST mapper asks about (`helm --dry-run=server`
+/// maps every kind the chart renders before `lookup` runs); served as the legacy discovery
+/// documents, which clients fall back to when the aggregated form is not offered.
+/// (resource, kind, namespaced)
+type Resource = (&'static str, &'static str, bool);
+
+const DISCOVERY: &[(&str, &[Resource])] = &[
+    (
+        "v1",
+        &[
+            ("namespaces", "Namespace", false),
+            ("secrets", "Secret", true),
+            ("serviceaccounts", "ServiceAccount", true),
+            ("services", "Service", true),
+            ("configmaps", "ConfigMap", true),
+            ("persistentvolumeclaims", "PersistentVolumeClaim", true),
+        ],
+    ),
+    (
+        "apps/v1",
+        &[
+            ("deployments", "Deployment", true),
+            ("daemonsets", "DaemonSet", true),
+        ],
+    ),
+    ("batch/v1", &[("cronjobs", "CronJob", true)]),
+    (
+        "networking.k8s.io/v1",
+        &[("networkpolicies", "NetworkPolicy", true)],
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        &[
+            ("roles", "Role", true),
+            ("rolebindings", "RoleBinding", true),
+            ("clusterroles", "ClusterRole", false),
+            ("clusterrolebindings", "ClusterRoleBinding", false),
+        ],
+    ),
+    ("coordination.k8s.io/v1", &[("leases", "Lease", true)]),
+];
+
+fn discovery(path: &str) -> Option<Value> {
+    let resources = |group_version: &str| {
+        DISCOVERY
+            .iter()
+            .find(|(gv, _)| *gv == group_version)
+            .map(|(gv, list)| {
+                let resources: Vec<Value> = list
+                    .iter()
+                    .map(|(name, kind, namespaced)| {
+                        json!({"name": name, "singularName": "", "namespaced": namespaced,
+                            "kind": kind, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
+                    })
+                    .collect();
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
+            })
+    };
+    match path {
+        "/version" => Some(json!({"major": "1", "minor": "34", "gitVersion": "v1.34.0",
+            "platform": "linux/amd64"})),
+        "/api" => Some(json!({"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})),
+        "/apis" => {
+            let groups: Vec<Value> = DISCOVERY
+                .iter()
+                .filter_map(|(gv, _)| gv.split_once('/'))
+                .map(|(group, version)| {
+                    let v =
+                        json!({"groupVersion": format!("{group}/{version}"), "version": version});
+                    json!({"name": group, "versions": [v.clone()], "preferredVersion": v})
+                })
+                .collect();
+            Some(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+        }
+        "/api/v1" => resources("v1"),
+        _ => resources(path.strip_prefix("/apis/")?),
     }
 }
 

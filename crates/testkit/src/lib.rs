@@ -2,8 +2,10 @@
 //! listener, the `quayside` binary run as a child process (its address read from its own log, so
 //! no port is ever guessed), and real OCI images (tar layers) written as OCI layouts on disk.
 //!
-//! `tar` builds real layer archives, so that containerd can unpack what the tests push.
+//! `tar` builds real layer archives, so that containerd can unpack what the tests push;
+//! `serde-saphyr` reads helm's multi-document output (the YAML crate `access` already uses).
 
+pub mod chart;
 pub mod gcs;
 pub mod image;
 pub mod kube;
