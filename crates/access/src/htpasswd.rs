@@ -35,7 +35,7 @@ impl Htpasswd {
 
     pub fn load(path: &std::path::Path) -> Result<Htpasswd, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Invalid(format!("--htpasswd {}: {e}", path.display())))?;
+            .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
         Htpasswd::parse(&text).map_err(|ConfigError::Invalid(m)| {
             ConfigError::Invalid(format!("{}: {m}", path.display()))
         })

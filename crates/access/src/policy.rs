@@ -50,9 +50,9 @@ impl Default for Policy {
 impl Policy {
     pub fn load(path: &std::path::Path) -> Result<Policy, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Invalid(format!("--auth-policy {}: {e}", path.display())))?;
+            .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
         Policy::parse(&text).map_err(|ConfigError::Invalid(m)| {
-            ConfigError::Invalid(format!("--auth-policy {}: {m}", path.display()))
+            ConfigError::Invalid(format!("{}: {m}", path.display()))
         })
     }
 

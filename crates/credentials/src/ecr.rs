@@ -136,7 +136,12 @@ impl EcrProvider {
             (Some(code), Some(message), _) => format!("{code}: {message}"),
             (Some(code), None, _) => code.to_owned(),
             (None, _, Some(status)) => format!("HTTP {status}"),
-            (None, _, None) => DisplayErrorContext(&e).to_string(),
+            (None, _, None) => {
+                // The SDK's own rendering is kilobytes of Debug output; the detail goes to the
+                // debug log, the message gets one cause.
+                tracing::debug!(error = %DisplayErrorContext(&e), "ECR request failed");
+                return self.transport_error(&e);
+            }
         };
         let region = &self.region;
         if denied {
@@ -150,6 +155,41 @@ impl EcrProvider {
                 "ECR GetAuthorizationToken in {region} failed: {detail}"
             ))
         }
+    }
+
+    /// A request that never got an HTTP answer: no credentials to sign with, or no connection.
+    fn transport_error<E, R>(&self, e: &SdkError<E, R>) -> FetchError
+    where
+        E: std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let region = &self.region;
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        let no_credentials = causes.iter().any(|c| c.contains("no credentials found"))
+            || format!("{e:?}").contains("CredentialsNotLoaded");
+        if no_credentials {
+            return FetchError::Config(
+                "no AWS credentials found: set accesskey and secretkey in the registry-secret \
+                 (registry-token-refresher.ecr in the chart's values), or give the pod an IAM \
+                 role (IRSA: the ServiceAccount annotation eks.amazonaws.com/role-arn)"
+                    .into(),
+            );
+        }
+        let cause = match e {
+            SdkError::TimeoutError(_) => "no answer in time".to_owned(),
+            _ => causes
+                .last()
+                .map(|c| c.lines().next().unwrap_or("").to_owned())
+                .unwrap_or_else(|| e.to_string()),
+        };
+        FetchError::Unavailable(format!(
+            "ECR GetAuthorizationToken in {region} failed: cannot reach ECR ({cause})"
+        ))
     }
 }
 

@@ -74,7 +74,9 @@ pub fn router(config: Config) -> axum::Router {
         .with_state(Proxy { config, client })
 }
 
-/// Polls the registry until it answers any HTTP response, logging while it waits.
+/// Polls the registry once a second until it answers any HTTP response. While it waits it logs
+/// what it tried and what it got, at 1, 2, 4, … up to every 60 s, so a registry that stays down
+/// keeps showing in the log without flooding it.
 pub async fn wait_for_upstream(upstream: &str) {
     let client: Client<HttpConnector, Body> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
@@ -82,16 +84,44 @@ pub async fn wait_for_upstream(upstream: &str) {
         Ok(uri) => uri,
         Err(_) => return,
     };
-    for attempt in 0u64.. {
-        if client.get(uri.clone()).await.is_ok() {
-            tracing::info!(upstream, "registry is online");
-            return;
-        }
-        if attempt % 10 == 0 {
-            tracing::info!(upstream, "waiting for the registry to come online...");
+    let started = std::time::Instant::now();
+    let mut next_report = Duration::ZERO;
+    let mut gap = Duration::from_secs(1);
+    for attempt in 1u64.. {
+        // A Service address that drops packets would hang a connect for minutes.
+        let error =
+            match tokio::time::timeout(Duration::from_secs(5), client.get(uri.clone())).await {
+                Ok(Ok(_)) => {
+                    tracing::info!(upstream, attempts = attempt, "registry is online");
+                    return;
+                }
+                Ok(Err(e)) => error_chain(&e),
+                Err(_) => "no answer within 5 s".to_owned(),
+            };
+        let waited = started.elapsed();
+        if waited >= next_report {
+            tracing::info!(
+                upstream, url = %uri, attempts = attempt, waited_s = waited.as_secs(),
+                error,
+                "waiting for the registry to come online..."
+            );
+            next_report = waited + gap;
+            gap = (gap * 2).min(Duration::from_secs(60));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// An error and its causes on one line (hyper's own message is only "client error (Connect)").
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 async fn forward(
@@ -107,7 +137,7 @@ async fn forward(
         None => relay(&proxy, peer, req).await,
     };
     tracing::info!(%method, path, status = response.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0, "proxied");
+        ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3, "proxied");
     response
 }
 

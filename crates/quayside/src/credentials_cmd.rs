@@ -31,8 +31,9 @@ pub struct LocationArgs {
 
 impl LocationArgs {
     pub fn load(&self) -> Result<Location, ConfigError> {
-        Location::load(
+        Location::load_from(
             &self.location,
+            &crate::settings::origin("--location", "DEIS_REGISTRY_LOCATION"),
             &SecretDir::new(&self.registry_secret_dir),
             0,
         )

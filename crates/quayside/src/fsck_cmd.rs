@@ -9,6 +9,10 @@ pub struct Args {
     /// genuine bytes restores them).
     #[arg(long, env = "QUAYSIDE_FSCK_DELETE_CORRUPT", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     delete_corrupt: bool,
+    /// Accept storage without any repository (a registry nobody pushed to yet); without it
+    /// that is refused as a likely wrong data dir or bucket.
+    #[arg(long, env = "QUAYSIDE_ALLOW_EMPTY_STORAGE", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    allow_empty: bool,
     #[command(flatten)]
     storage: StorageArgs,
 }
@@ -19,7 +23,7 @@ pub struct Args {
 pub struct CorruptBlobs(pub usize);
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (store, storage) = args.storage.open().await?;
+    let (store, storage) = args.storage.open_existing(args.allow_empty).await?;
     let started = std::time::Instant::now();
     let report = store.fsck(args.delete_corrupt).await?;
     tracing::info!(%storage, seconds = started.elapsed().as_secs(), "fsck done");

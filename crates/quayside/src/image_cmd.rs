@@ -188,7 +188,8 @@ fn secret(s: &str) -> Result<Secret, std::convert::Infallible> {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let secret_dir = SecretDir::new(&args.registry_secret_dir);
-    let location = Location::load(&args.location, &secret_dir, args.host_port)
+    let origin = crate::settings::origin("--location", "DEIS_REGISTRY_LOCATION");
+    let location = Location::load_from(&args.location, &origin, &secret_dir, args.host_port)
         .map_err(|errors| ConfigError(errors.join("\n")))?;
     let endpoint = args.aws_endpoint_url.clone();
     match args.command {
@@ -320,7 +321,7 @@ async fn publish(
         from = %from, to = %to, %digest,
         manifests = report.manifests, blobs = report.blobs, copied = report.copied,
         mounted = report.mounted, already_there = report.already_there,
-        bytes = report.bytes_copied, seconds = started.elapsed().as_secs_f64(),
+        bytes = report.bytes_copied, seconds = (started.elapsed().as_secs_f64() * 1e3).round() / 1e3,
         "published"
     );
     Ok(())

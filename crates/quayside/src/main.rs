@@ -15,6 +15,7 @@ mod image_cmd;
 mod proxy_cmd;
 mod refresher_cmd;
 mod registry_cmd;
+mod settings;
 mod storage_setup;
 
 use std::process::ExitCode;
@@ -78,7 +79,7 @@ enum Command {
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = settings::parse();
     init_logging(cli.log_format);
     // One TLS provider for every HTTPS client in the process (object storage, cloud APIs): ring,
     // so aws-lc's C build is never needed. Failure means one was installed already: fine.

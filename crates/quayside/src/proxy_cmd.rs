@@ -1,6 +1,5 @@
 //! `quayside proxy`: the node-local proxy to the registry Service.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -38,23 +37,7 @@ fn secret(s: &str) -> Result<Secret, std::convert::Infallible> {
     Ok(Secret::new(s))
 }
 
-/// `80` → `0.0.0.0:80`; anything else must be `host:port`.
-fn listen_addr(value: &str) -> Result<SocketAddr, ConfigError> {
-    let value = value.trim();
-    let candidate = if value.bytes().all(|b| b.is_ascii_digit()) {
-        format!("0.0.0.0:{value}")
-    } else {
-        value.to_owned()
-    };
-    candidate.parse().map_err(|_| {
-        ConfigError(format!(
-            "--listen / BIND_ADDR {value:?} is not an address: use host:port (127.0.0.1:5555) or a port (80)"
-        ))
-    })
-}
-
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let listen = listen_addr(&args.listen)?;
     let upstream = format!("{}:{}", args.registry_host, args.registry_port);
     let upstream_auth = match (&args.upstream_username, &args.upstream_password) {
         (Some(user), Some(password)) => Some(proxy::basic_auth(user, password.expose()).ok_or_else(|| {
@@ -70,13 +53,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     // Not listening before the registry answers, so the pod is not ready before it can serve.
     proxy::wait_for_upstream(&upstream).await;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        ConfigError(format!(
-            "--listen / BIND_ADDR {listen}: cannot listen ({e}); pick a free address"
-        ))
-    })?;
+    let listener = crate::connection_args::bind(&args.listen, "--listen / BIND_ADDR").await?;
     tracing::info!(
-        listen = %listener.local_addr().unwrap_or(listen),
+        listen = %listener.local_addr().map_or(args.listen.clone(), |a| a.to_string()),
         upstream,
         read_only = args.read_only,
         "proxy serving"
@@ -89,19 +68,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await
     .context("serving HTTP")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::listen_addr;
-
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(listen_addr("80").unwrap().to_string(), "0.0.0.0:80");
-        assert_eq!(
-            listen_addr("127.0.0.1:5555").unwrap().to_string(),
-            "127.0.0.1:5555"
-        );
-        assert!(listen_addr("localhost").is_err());
-    }
 }

@@ -1,7 +1,6 @@
 //! `quayside token-refresher`: keeps `<prefix>-<location>` pull secrets fresh in every app
 //! namespace (drop-in for deis-registry-token-refresher).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,7 +70,7 @@ pub struct Args {
         env = "QUAYSIDE_REFRESHER_LISTEN",
         default_value = "0.0.0.0:8080"
     )]
-    listen: SocketAddr,
+    listen: String,
     /// Elect a leader with a Lease, so several replicas never write at once.
     #[arg(long, env = "QUAYSIDE_LEADER_ELECT", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     leader_elect: bool,
@@ -179,16 +178,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ))
     })?;
     let shared = Arc::new(Shared::default());
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| {
-            ConfigError(format!(
-                "--listen / QUAYSIDE_REFRESHER_LISTEN {}: cannot listen ({e}); pick a free address",
-                args.listen
-            ))
-        })?;
+    let listener =
+        crate::connection_args::bind(&args.listen, "--listen / QUAYSIDE_REFRESHER_LISTEN").await?;
     tracing::info!(
-        listen = %listener.local_addr().unwrap_or(args.listen),
+        listen = %listener.local_addr().map_or(args.listen.clone(), |a| a.to_string()),
         secret = %config.secret_name,
         selector = %config.selector,
         leader_election = config.lease.is_some(),

@@ -1,6 +1,5 @@
 //! `quayside registry`: the registry on local disk or object storage.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -11,9 +10,10 @@ use crate::ConfigError;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Address to listen on; `0.0.0.0:5000` inside a cluster.
+    /// Address to listen on (`host:port`, the host a name or an address, or a bare port for
+    /// every interface); `0.0.0.0:5000` inside a cluster.
     #[arg(long, env = "QUAYSIDE_LISTEN", default_value = "127.0.0.1:5000")]
-    listen: SocketAddr,
+    listen: String,
     /// How often storage is checked.
     #[arg(long, env = "QUAYSIDE_HEALTH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     health_interval: std::time::Duration,
@@ -113,21 +113,46 @@ struct AuthArgs {
 }
 
 impl AuthArgs {
+    /// The access rules, or every setting that is missing or unreadable, all at once.
     fn access(&self) -> Result<Option<access::Access>, ConfigError> {
         if self.auth == AuthMode::None {
             return Ok(None);
         }
-        let bad = |e: access::ConfigError| ConfigError(e.to_string());
-        let users = match &self.htpasswd {
-            Some(path) => access::Htpasswd::load(path).map_err(bad)?,
-            None => {
-                return Err(ConfigError(
-                    "--auth htpasswd/token needs --htpasswd / QUAYSIDE_AUTH_HTPASSWD: create it with htpasswd -Bc FILE USER".into(),
-                ));
-            }
+        let mut errors = Vec::new();
+        let users = self.users().map_err(|e| errors.push(e)).ok();
+        let policy = self.policy().map_err(|e| errors.push(e)).ok();
+        let issuer = match self.auth {
+            AuthMode::Token => self.issuer().map_err(|e| errors.push(e)).ok(),
+            _ => None,
         };
+        let (Some(users), Some(policy)) = (users, policy) else {
+            return Err(ConfigError(errors.join("\n")));
+        };
+        match (self.auth, issuer) {
+            (AuthMode::Htpasswd, _) => Ok(Some(access::Access::basic(users, policy))),
+            (_, Some(issuer)) => Ok(Some(access::Access::token(users, policy, issuer))),
+            (_, None) => Err(ConfigError(errors.join("\n"))),
+        }
+    }
+
+    fn users(&self) -> Result<access::Htpasswd, String> {
+        const FIX: &str = "create it with htpasswd -Bc FILE USER";
+        let path = self.htpasswd.as_ref().ok_or_else(|| {
+            format!(
+                "--auth {} needs --htpasswd / QUAYSIDE_AUTH_HTPASSWD: {FIX}",
+                self.mode()
+            )
+        })?;
+        access::Htpasswd::load(path).map_err(|e| {
+            format!("--htpasswd / QUAYSIDE_AUTH_HTPASSWD {e}: {FIX} (bcrypt entries only)")
+        })
+    }
+
+    fn policy(&self) -> Result<access::Policy, String> {
         let policy = match &self.auth_policy {
-            Some(path) => access::Policy::load(path).map_err(bad)?,
+            Some(path) => access::Policy::load(path).map_err(|e| {
+                format!("--auth-policy / QUAYSIDE_AUTH_POLICY {e}; without the flag every user may do everything")
+            })?,
             None => access::Policy::default(),
         };
         let anonymous = self
@@ -135,30 +160,39 @@ impl AuthArgs {
             .iter()
             .map(|p| p.trim().to_owned())
             .filter(|p| !p.is_empty());
-        let policy = policy.with_anonymous_pull(anonymous);
-        if self.auth == AuthMode::Htpasswd {
-            return Ok(Some(access::Access::basic(users, policy)));
-        }
-        let path = self.auth_token_secret_file.as_ref().ok_or_else(|| {
-            ConfigError("--auth token needs --auth-token-secret-file / QUAYSIDE_AUTH_TOKEN_SECRET_FILE: a file with at least 32 random bytes, the same on every replica (head -c 32 /dev/urandom | base64 > FILE)".into())
-        })?;
-        let secret = std::fs::read(path).map_err(|e| {
-            ConfigError(format!("--auth-token-secret-file {}: {e}", path.display()))
-        })?;
+        Ok(policy.with_anonymous_pull(anonymous))
+    }
+
+    fn issuer(&self) -> Result<access::TokenIssuer, String> {
+        const FIX: &str = "a file with at least 32 random bytes, the same on every replica (head -c 32 /dev/urandom | base64 > FILE)";
+        let setting = "--auth-token-secret-file / QUAYSIDE_AUTH_TOKEN_SECRET_FILE";
+        let path = self
+            .auth_token_secret_file
+            .as_ref()
+            .ok_or_else(|| format!("--auth token needs {setting}: {FIX}"))?;
+        let secret =
+            std::fs::read(path).map_err(|e| format!("{setting} {}: {e}: {FIX}", path.display()))?;
         let secret = secret.trim_ascii().to_vec();
         if secret.len() < 32 {
-            return Err(ConfigError(format!(
-                "--auth-token-secret-file {}: {} bytes; use at least 32 random bytes (head -c 32 /dev/urandom | base64 > FILE)",
+            return Err(format!(
+                "{setting} {}: {} bytes; use {FIX}",
                 path.display(),
                 secret.len()
-            )));
+            ));
         }
-        let issuer = access::TokenIssuer::new(
+        Ok(access::TokenIssuer::new(
             secret,
             &self.auth_service,
             self.auth_token_lifetime.as_secs().max(1),
-        );
-        Ok(Some(access::Access::token(users, policy, issuer)))
+        ))
+    }
+
+    fn mode(&self) -> &'static str {
+        match self.auth {
+            AuthMode::None => "none",
+            AuthMode::Htpasswd => "htpasswd",
+            AuthMode::Token => "token",
+        }
     }
 }
 
@@ -244,6 +278,28 @@ impl StorageArgs {
         Ok((Store::new(backend, max_manifest_bytes), describe(&settings)))
     }
 
+    /// [`StorageArgs::open`] for tools that act on existing data (gc, fsck): a filesystem root
+    /// that does not exist, or storage without any repository, is refused unless `allow_empty`.
+    pub(crate) async fn open_existing(self, allow_empty: bool) -> anyhow::Result<(Store, String)> {
+        let fix = "point it at the registry's data (the same settings the registry has), or pass --allow-empty when an empty registry is expected";
+        let filesystem = matches!(self.storage.trim(), "" | "filesystem");
+        if filesystem && !allow_empty && !self.data_dir.exists() {
+            return Err(ConfigError(format!(
+                "--data-dir / QUAYSIDE_DATA_DIR {} does not exist: {fix}",
+                self.data_dir.display()
+            ))
+            .into());
+        }
+        let (store, storage) = self.open().await?;
+        if !allow_empty && !store.holds_repositories().await? {
+            return Err(ConfigError(format!(
+                "{storage} holds no repositories (nothing under docker/registry/v2/repositories): {fix}"
+            ))
+            .into());
+        }
+        Ok((store, storage))
+    }
+
     fn inputs(self) -> StorageInputs {
         StorageInputs {
             storage: Some(self.storage),
@@ -297,16 +353,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     tokio::spawn(registry::health::watch(store, app.health.clone(), health));
     let app = registry::router(app);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| {
-            ConfigError(format!(
-                "--listen / QUAYSIDE_LISTEN {}: cannot listen ({e}); pick a free address",
-                args.listen
-            ))
-        })?;
+    let listener = crate::connection_args::bind(&args.listen, "--listen / QUAYSIDE_LISTEN").await?;
     tracing::info!(
-        listen = %listener.local_addr().unwrap_or(args.listen),
+        listen = %listener.local_addr().map_or(args.listen.clone(), |a| a.to_string()),
         storage = %storage,
         "registry serving"
     );

@@ -274,3 +274,27 @@ fn token_refresher_refuses_bad_settings_and_ignores_on_cluster() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("DEIS_TOKEN_REFRESH_TIME=\"11h\""));
 }
+
+#[test]
+fn ecr_without_any_credentials_says_so_in_one_line() {
+    let dir = creds(&[
+        ("accesskey", ""),
+        ("secretkey", ""),
+        ("region", "us-west-2"),
+    ]);
+    let endpoint = testkit::s3_endpoint();
+    let out = credentials("ecr", dir.path(), &[("AWS_ENDPOINT_URL", &endpoint)], None);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(
+            "no AWS credentials found: set accesskey and secretkey in the registry-secret"
+        ),
+        "{stderr}"
+    );
+    assert!(errors[0].contains("IRSA"));
+    assert!(errors[0].len() < 400, "{}", errors[0]);
+    assert!(!stderr.contains("DispatchFailure"), "{stderr}");
+}

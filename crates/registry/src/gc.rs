@@ -31,7 +31,7 @@ pub async fn every(interval: Duration, store: Store, options: GcOptions, metrics
                     manifests_deleted = r.manifests_deleted,
                     uploads_purged = r.uploads_purged,
                     blobs = r.blobs,
-                    seconds = started.elapsed().as_secs_f64(),
+                    seconds = (started.elapsed().as_secs_f64() * 1e3).round() / 1e3,
                     "garbage collection"
                 );
             }

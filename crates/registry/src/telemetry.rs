@@ -84,7 +84,8 @@ impl Done {
         m.received.get_or_create(&route).inc_by(received);
         m.sent.get_or_create(&route).inc_by(sent);
         let error = self.error.as_ref().map(|e| e.0.as_str());
-        let ms = elapsed.as_secs_f64() * 1000.0;
+        // Whole microseconds, so the log shows 0.346, not 0.34536799999999995.
+        let ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
         if self.status.is_server_error() {
             tracing::error!(method = %self.method, path = %self.path, status = self.status.as_u16(),
                 bytes_in = received, bytes_out = sent, ms, error, "request");

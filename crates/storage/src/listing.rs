@@ -59,6 +59,12 @@ impl Store {
         Ok(Page::of(repos, n, last))
     }
 
+    /// Whether any repository exists: tools that act on a registry's data (gc, fsck) refuse
+    /// storage without any, which is more often a wrong root or bucket than an empty registry.
+    pub async fn holds_repositories(&self) -> Result<bool, StoreError> {
+        Ok(!self.backend.list(&layout::repositories()).await?.is_empty())
+    }
+
     /// Names of the repository directories holding any of `markers` (`_manifests` for the
     /// catalog; garbage collection also wants repositories that only hold uploads or layers).
     /// Repositories nest (`a` and `a/b`).

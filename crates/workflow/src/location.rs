@@ -55,8 +55,20 @@ impl Location {
         }
     }
 
-    /// Reads the location `name` and, for off-cluster registries, the mounted `registry-secret`.
+    /// Reads the location `name` (from `DEIS_REGISTRY_LOCATION`) and, for off-cluster
+    /// registries, the mounted `registry-secret`.
     pub fn load(name: &str, secret: &SecretDir, host_port: u16) -> Result<Location, Vec<String>> {
+        Location::load_from(name, "DEIS_REGISTRY_LOCATION", secret, host_port)
+    }
+
+    /// [`Location::load`] with messages naming `origin`, where the name came from (a flag, an
+    /// env var).
+    pub fn load_from(
+        name: &str,
+        origin: &str,
+        secret: &SecretDir,
+        host_port: u16,
+    ) -> Result<Location, Vec<String>> {
         let mut errors = Vec::new();
         let mut required = |key: &str, why: &str| -> String {
             match secret.get(key).map(|v| v.trim_end().to_owned()) {
@@ -68,7 +80,7 @@ impl Location {
                         "does not exist"
                     };
                     errors.push(format!(
-                        "DEIS_REGISTRY_LOCATION={name}: {} {state}: {why} (set it in the registry-secret, \
+                        "{origin}={name}: {} {state}: {why} (set it in the registry-secret, \
                          registry-token-refresher.* in the chart's values)",
                         secret.path(key).display()
                     ));
@@ -112,7 +124,7 @@ impl Location {
                         Some(p) => p,
                         None => {
                             errors.push(format!(
-                                "DEIS_REGISTRY_LOCATION=gcr: {} is not a service-account key with a project_id",
+                                "{origin}=gcr: {} is not a service-account key with a project_id",
                                 secret.path("key.json").display()
                             ));
                             String::new()
@@ -127,7 +139,7 @@ impl Location {
             }
             other => {
                 return Err(vec![format!(
-                    "DEIS_REGISTRY_LOCATION={other:?}: use on-cluster, off-cluster, ecr or gcr"
+                    "{origin}={other:?}: use on-cluster, off-cluster, ecr or gcr"
                 )]);
             }
         };
