@@ -57,6 +57,30 @@ template, so `helm template` and `helm install` stop with the message.
 */}}
 {{- define "quayside.validate" -}}
 {{- $loc := .Values.global.registry_location -}}
+{{- /* global is shared with Workflow's other charts, so only near-misses of Quayside's keys fail. */ -}}
+{{- $known := list "registry_location" "registry_proxy_bind_addr" "secret_prefix" "host_port" "use_cni" "storage" "use_rbac" "image_registry" -}}
+{{- range $key, $_ := .Values.global -}}
+  {{- if and (not (has $key $known)) (or (hasPrefix "registry" $key) (hasPrefix "secret" $key) (hasPrefix "host_" $key) (hasPrefix "storag" $key)) -}}
+    {{- fail (printf "global.%s is not a key this chart knows (a misspelling?): Quayside reads global.%s" $key (join ", global." $known)) -}}
+  {{- end -}}
+{{- end -}}
+{{- if eq $loc "on-cluster" -}}
+  {{- $storage := .Values.global.storage | default "filesystem" -}}
+  {{- $sections := dict "s3" (list "registry_bucket" "your-registry-bucket-name") "gcs" (list "registry_bucket" "your-registry-bucket-name") "azure" (list "registry_container" "your-registry-container-name") -}}
+  {{- if and (hasKey $sections $storage) .Values.registry.create_storage_secret -}}
+    {{- $check := index $sections $storage -}}
+    {{- $value := index (index .Values $storage) (index $check 0) -}}
+    {{- if or (not $value) (eq $value (index $check 1)) -}}
+      {{- fail (printf "%s.%s is %q: with global.storage=%s set it to your %s's name" $storage (index $check 0) ($value | default "") $storage (ternary "container" "bucket" (eq $storage "azure"))) -}}
+    {{- end -}}
+  {{- end -}}
+  {{- if and (eq $storage "azure") .Values.registry.create_storage_secret (or (not .Values.azure.accountname) (not .Values.azure.accountkey)) -}}
+    {{- fail "azure.accountname and azure.accountkey must both be set with global.storage=azure (the storage account's name and access key)" -}}
+  {{- end -}}
+  {{- if and (eq $storage "gcs") .Values.registry.create_storage_secret (not .Values.gcs.key_json) -}}
+    {{- fail "gcs.key_json is empty: with global.storage=gcs set it to the base64 of your service account's JSON key (base64 -w0 key.json)" -}}
+  {{- end -}}
+{{- end -}}
 {{- $rtr := index .Values "registry-token-refresher" -}}
 {{- if eq $loc "off-cluster" -}}
   {{- if not $rtr.off_cluster_registry.organization -}}

@@ -260,6 +260,7 @@ fn on_cluster_renders_registry_and_proxy() {
         None,
         &[
             "global.storage=s3",
+            "s3.registry_bucket=images",
             "registry.gc.cronjob_schedule=0 3 * * *",
         ],
     );
@@ -591,7 +592,11 @@ fn on_cluster_object_storage_wires_the_keyfile() {
     let cases: [(&str, Vec<&str>, &[&str]); 4] = [
         (
             "s3",
-            vec!["s3.accesskey=AK", "s3.secretkey=SK"],
+            vec![
+                "s3.accesskey=AK",
+                "s3.secretkey=SK",
+                "s3.registry_bucket=images",
+            ],
             &[
                 "accesskey",
                 "builder-bucket",
@@ -603,7 +608,7 @@ fn on_cluster_object_storage_wires_the_keyfile() {
         ),
         (
             "gcs",
-            vec![gcs_set.as_str()],
+            vec![gcs_set.as_str(), "gcs.registry_bucket=images"],
             &[
                 "builder-bucket",
                 "database-bucket",
@@ -613,7 +618,11 @@ fn on_cluster_object_storage_wires_the_keyfile() {
         ),
         (
             "azure",
-            vec!["azure.accountname=acct", "azure.accountkey=a2V5"],
+            vec![
+                "azure.accountname=acct",
+                "azure.accountkey=a2V5",
+                "azure.registry_container=images",
+            ],
             &[
                 "accountkey",
                 "accountname",
@@ -704,6 +713,117 @@ fn bad_values_are_refused_with_the_key_and_the_fix() {
     );
     let e = refused(None, &["global.storage=swift"]);
     assert!(e.contains("swift is not supported"), "{e}");
+
+    // Misspellings: Quayside's own sections refuse unknown keys; in global, which Workflow's
+    // other charts share, near-misses of Quayside's keys fail and the rest pass.
+    let e = refused(None, &["global.registry_locaton=ecr"]);
+    assert!(e.contains("global.registry_locaton is not a key this chart knows (a misspelling?): Quayside reads global.registry_location"), "{e}");
+    for (set, at) in [
+        (
+            "registry.gc.intervall=1h",
+            "at '/registry/gc': additional properties 'intervall'",
+        ),
+        (
+            "registry-proxy.readonly=true",
+            "at '/registry-proxy': additional properties 'readonly'",
+        ),
+        (
+            "registry-token-refresher.ecr.regoin=x",
+            "at '/registry-token-refresher/ecr': additional properties 'regoin'",
+        ),
+    ] {
+        let e = refused(None, &[set]);
+        assert!(e.contains(at), "{set}: {e}");
+    }
+    let passes = render(
+        None,
+        &[
+            "global.database_location=off-cluster",
+            "controller.app_pull_policy=Always",
+        ],
+    );
+    find(&passes, "Deployment", "deis-registry");
+
+    // Object storage with the values file's placeholders, or without the keys it needs.
+    let e = refused(None, &["global.storage=s3"]);
+    assert!(e.contains(r#"s3.registry_bucket is "your-registry-bucket-name": with global.storage=s3 set it to your bucket's name"#), "{e}");
+    let e = refused(
+        None,
+        &[
+            "global.storage=azure",
+            "azure.accountname=a",
+            "azure.accountkey=k",
+        ],
+    );
+    assert!(
+        e.contains(r#"azure.registry_container is "your-registry-container-name""#),
+        "{e}"
+    );
+    let e = refused(
+        None,
+        &["global.storage=azure", "azure.registry_container=c"],
+    );
+    assert!(
+        e.contains("azure.accountname and azure.accountkey must both be set"),
+        "{e}"
+    );
+    let e = refused(None, &["global.storage=gcs", "gcs.registry_bucket=b"]);
+    assert!(
+        e.contains("gcs.key_json is empty: with global.storage=gcs"),
+        "{e}"
+    );
+    // Keys left empty on S3 mean the pod's IAM role; a secret made elsewhere is not checked.
+    render(None, &["global.storage=s3", "s3.registry_bucket=b"]);
+    render(
+        None,
+        &["global.storage=s3", "registry.create_storage_secret=false"],
+    );
+}
+
+/// Every value the chart takes is in its README's table (full path, or `parent.first`, `.leaf`
+/// on one row).
+#[test]
+fn the_chart_readme_documents_every_value() {
+    let readme = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../charts/quayside/README.md"
+    ))
+    .unwrap();
+    let values: Value = chart_values();
+    let mut leaves = Vec::new();
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
+        match v.as_object() {
+            Some(map) if !map.is_empty() => {
+                for (k, child) in map {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&path, child, out);
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+    walk("", &values, &mut leaves);
+    assert!(leaves.len() > 60, "{}", leaves.len());
+    for leaf in leaves {
+        let (parent, name) = leaf.rsplit_once('.').unwrap();
+        let documented = readme.lines().any(|line| {
+            line.starts_with('|')
+                && (line.contains(&format!("`{leaf}`"))
+                    || (line.contains(&format!("`{parent}."))
+                        && line.contains(&format!("`.{name}`"))))
+        });
+        assert!(documented, "{leaf} is not in charts/quayside/README.md");
+    }
+}
+
+fn chart_values() -> Value {
+    let out = helm(&["show", "values", "quayside"]);
+    assert!(out.status.success());
+    testkit::chart::parse(&String::from_utf8(out.stdout).unwrap()).remove(0)
 }
 
 #[test]
@@ -744,9 +864,20 @@ fn every_env_var_and_mount_the_chart_sets_is_read_by_the_binary() {
             None,
             &["global.use_cni=true", "registry.persistence.enabled=true"],
         ),
-        render(None, &["global.storage=s3"]),
-        render(None, &["global.storage=gcs", &gcs_set]),
-        render(None, &["global.storage=azure"]),
+        render(None, &["global.storage=s3", "s3.registry_bucket=b"]),
+        render(
+            None,
+            &["global.storage=gcs", &gcs_set, "gcs.registry_bucket=b"],
+        ),
+        render(
+            None,
+            &[
+                "global.storage=azure",
+                "azure.accountname=a",
+                "azure.accountkey=k",
+                "azure.registry_container=c",
+            ],
+        ),
         render(
             None,
             &[
