@@ -31,7 +31,7 @@ macro_rules! codes {
         impl FromStr for ErrorCode {
             type Err = ();
             fn from_str(s: &str) -> Result<Self, ()> {
-                // SIZE_INVALID, UNSUPPORTED and BLOB_UPLOAD_INVALID each name two statuses;
+                // SIZE_INVALID, UNSUPPORTED and BLOB_UPLOAD_INVALID each name several statuses;
                 // parsing yields the first.
                 #[allow(unreachable_patterns)]
                 match s { $($code => Ok(ErrorCode::$variant),)* _ => Err(()) }
@@ -57,6 +57,7 @@ codes! {
     Denied = "DENIED", 403, "requested access to the resource is denied";
     Unsupported = "UNSUPPORTED", 405, "the operation is unsupported";
     QueryInvalid = "UNSUPPORTED", 400, "invalid query parameters";
+    HeadersTooLarge = "UNSUPPORTED", 431, "request header fields too large";
     TooManyRequests = "TOOMANYREQUESTS", 429, "too many requests";
     RangeInvalid = "RANGE_INVALID", 416, "invalid content range";
     PaginationNumberInvalid = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested";

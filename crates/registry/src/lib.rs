@@ -152,6 +152,7 @@ pub fn router(app: App) -> Router {
             app.clone(),
             health::gate,
         ))
+        .layer(axum::middleware::from_fn(refuse_large_headers))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             telemetry::observe,
@@ -180,6 +181,34 @@ async fn close_after_refused_body(req: Request, next: axum::middleware::Next) ->
             axum::http::HeaderValue::from_static("close"),
         );
     }
+    response
+}
+
+/// Header limits the registry enforces itself, so that a client over them gets an OCI error
+/// body. The connection layer (`serve`) lets through 1,024 fields and hyper's buffer of about
+/// 400 KiB; only a request past those gets hyper's own bare 431.
+pub const MAX_HEADER_FIELDS: usize = 100;
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+async fn refuse_large_headers(req: Request, next: axum::middleware::Next) -> Response {
+    let headers = req.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if headers.len() <= MAX_HEADER_FIELDS && bytes <= MAX_HEADER_BYTES {
+        return next.run(req).await;
+    }
+    let message = format!(
+        "{} header fields of {bytes} bytes; at most {MAX_HEADER_FIELDS} fields and {} KiB",
+        headers.len(),
+        MAX_HEADER_BYTES / 1024
+    );
+    let mut response = ApiError::new(ErrorCode::HeadersTooLarge, message).into_response();
+    response.headers_mut().insert(
+        header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
     response
 }
 

@@ -310,3 +310,32 @@ async fn hostile_requests_get_4xx_and_leave_nothing_behind() {
         t.tried, t.client_errors
     );
 }
+
+#[tokio::test]
+async fn oversized_headers_get_431_with_an_oci_error_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path()).await;
+    let names: Vec<String> = (0..150).map(|i| format!("x-field-{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    let big = "v".repeat(800);
+    let wide: Vec<(&str, &str)> = names[..90]
+        .iter()
+        .map(|n| (n.as_str(), big.as_str()))
+        .collect();
+    for (what, headers) in [("150 fields", &many), ("90 fields of 800 bytes", &wide)] {
+        let (status, body) = testkit::raw_http(addr, &request("GET", "/v2/", headers, b"")).await;
+        assert_eq!(status, 431, "{what}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["errors"][0]["code"], "UNSUPPORTED", "{what}");
+        let message = v["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("at most 100 fields and 64 KiB"),
+            "{message}"
+        );
+    }
+    // Within the limits (97 of the client's own plus Host, Connection, Content-Length): served.
+    let (status, _) = testkit::raw_http(addr, &request("GET", "/v2/", &many[..97], b"")).await;
+    assert_eq!(status, 200);
+    let (status, _) = testkit::raw_http(addr, &request("GET", "/v2/", &[], b"")).await;
+    assert_eq!(status, 200, "still serving");
+}

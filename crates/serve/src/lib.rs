@@ -81,7 +81,10 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        // Past hyper's default of 100 fields it answers a bare 431; the router's own, lower
+        // limits answer with an error body the client can read.
+        .max_headers(1024);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
