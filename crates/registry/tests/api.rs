@@ -833,6 +833,80 @@ async fn tag_list_and_catalog_pagination(kind: Kind) {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["repositories"], json!(["app", "mid/x/y"]));
 
+    // Names whose order depends on how `/` compares: distribution's order compares path
+    // components (`a`, `a/b`, `a-b`), and every page size walks the same sequence.
+    for repo in ["a-b", "a/b", "a.c/d", "a0", "a", "a/b-c/d", "a/b/c"] {
+        push_image(&s, repo, &img, "v1").await;
+    }
+    let expected = [
+        "a",
+        "a/b",
+        "a/b/c",
+        "a/b-c/d",
+        "a-b",
+        "a.c/d",
+        "a0",
+        "alpha",
+        "alpha/one",
+        "app",
+        "mid/x/y",
+        "zeta",
+    ];
+    let all: Value = client()
+        .get(s.url("/v2/_catalog"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["repositories"], json!(expected));
+    for n in [1, 2, 5] {
+        let mut seen = Vec::new();
+        let mut next = format!("/v2/_catalog?n={n}");
+        loop {
+            let resp = client().get(s.url(&next)).send().await.unwrap();
+            let link = resp
+                .headers()
+                .get("link")
+                .map(|l| l.to_str().unwrap().to_owned());
+            let body: Value = resp.json().await.unwrap();
+            let page = body["repositories"].as_array().unwrap();
+            assert!(page.len() <= n);
+            seen.extend(page.iter().map(|r| r.as_str().unwrap().to_owned()));
+            match link {
+                Some(l) => {
+                    next = l
+                        .trim_start_matches('<')
+                        .split('>')
+                        .next()
+                        .unwrap()
+                        .to_owned()
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "n={n}");
+    }
+    // `last` need not name a repository: the walk resumes where it would sort.
+    for (last, first) in [
+        ("a/b/a", "a/b/c"),
+        ("a/c", "a-b"),
+        ("b", "mid/x/y"),
+        ("zz", ""),
+    ] {
+        let body: Value = client()
+            .get(s.url(&format!("/v2/_catalog?n=1&last={last}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let got = body["repositories"][0].as_str().unwrap_or("");
+        assert_eq!(got, first, "after {last}");
+    }
+
     let resp = client()
         .get(s.url("/v2/nothing/tags/list"))
         .send()

@@ -92,6 +92,21 @@ pub trait Backend: Send + Sync + 'static {
     /// Names of the entries directly under `prefix/` ("directories" and objects), unsorted; empty
     /// when there is nothing there.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, BackendError>;
+    /// Up to `limit` of the names [`list`](Backend::list) gives, in byte order, each strictly
+    /// after `after`. Object stores ask the service for just that page (a start-after key), so
+    /// walking a large directory a page at a time costs requests per page, not per directory.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, BackendError> {
+        let mut names = self.list(prefix).await?;
+        names.retain(|n| after.is_none_or(|a| n.as_str() > a));
+        names.sort_unstable();
+        names.truncate(limit);
+        Ok(names)
+    }
     /// Opens an append-only object (an upload's data) for writing at `offset`, which must be its
     /// current length (0 creates it). The caller holds its [claim](Backend::claim); publishing
     /// fails with `Busy` if the object changed since it was opened all the same.

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::Signer;
@@ -46,8 +47,8 @@ pub const PART_SIZE: usize = 8 << 20;
 
 /// The interfaces of one store used here (`AmazonS3`, `GoogleCloudStorage` and `MicrosoftAzure`
 /// implement all three): objects, multipart uploads, and presigned URLs for `--redirect`.
-pub trait MultipartObjectStore: ObjectStore + MultipartStore + Signer {}
-impl<T: ObjectStore + MultipartStore + Signer> MultipartObjectStore for T {}
+pub trait MultipartObjectStore: ObjectStore + MultipartStore + Signer + PaginatedListStore {}
+impl<T: ObjectStore + MultipartStore + Signer + PaginatedListStore> MultipartObjectStore for T {}
 
 #[derive(Clone)]
 pub struct ObjectBackend {
@@ -314,6 +315,48 @@ impl Backend for ObjectBackend {
             .chain(files)
             .filter_map(|p| p.filename().map(str::to_owned))
             .collect())
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, BackendError> {
+        let dir = format!("{}/", self.path(prefix));
+        let mut names = Vec::new();
+        let mut page_token = None;
+        loop {
+            let opts = PaginatedListOptions {
+                offset: after.map(|a| format!("{dir}{a}")),
+                delimiter: Some("/".into()),
+                max_keys: Some(limit.saturating_sub(names.len()).max(1)),
+                page_token: page_token.take(),
+                ..PaginatedListOptions::default()
+            };
+            let page = self
+                .store
+                .list_paginated(Some(&dir), opts)
+                .await
+                .map_err(err)?;
+            let found = page.result.common_prefixes.into_iter();
+            let objects = page.result.objects.into_iter().map(|o| o.location);
+            names.extend(
+                found
+                    .chain(objects)
+                    .filter_map(|p| p.filename().map(str::to_owned)),
+            );
+            // A service that ignores the start-after key (an emulator) still gives a right page.
+            names.retain(|n| after.is_none_or(|a| n.as_str() > a));
+            page_token = page.page_token;
+            if names.len() >= limit || page_token.is_none() {
+                break;
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        names.truncate(limit);
+        Ok(names)
     }
 
     async fn append(&self, key: &str, offset: u64) -> Result<Box<dyn Appender>, BackendError> {

@@ -1,6 +1,6 @@
 //! A fake of the subset of Google Cloud Storage's XML API that `object_store` uses (no GCS
 //! emulator that speaks it can run here): objects (PUT, GET with Range, HEAD, DELETE, copy via
-//! `x-goog-copy-source`), ListObjectsV2-style listing with prefix and delimiter, and multipart
+//! `x-goog-copy-source`), ListObjectsV2-style listing with prefix, delimiter, start-after and pages, and multipart
 //! uploads (initiate, parts, complete, abort), and generation preconditions on PUT
 //! (`x-goog-if-generation-match`, 412 when they fail) for conditional writes. In memory, over real HTTP on loopback, answering
 //! with GCS's status codes (404 for a missing object or upload). The client reaches it through a
@@ -301,36 +301,54 @@ fn get(o: &Object, headers: &HeaderMap) -> Response {
     response
 }
 
+/// ListObjectsV2: prefix and delimiter, `start-after`, `max-keys` (entries and common
+/// prefixes together, in key order) and `continuation-token` (the last key of the page before).
 fn list(b: &Bucket, query: &HashMap<String, String>) -> Response {
     let prefix = query.get("prefix").map(String::as_str).unwrap_or("");
     let delimiter = query.get("delimiter").map(String::as_str);
-    let mut contents = BTreeMap::new();
-    let mut prefixes = std::collections::BTreeSet::new();
+    let after = query
+        .get("continuation-token")
+        .or(query.get("start-after"))
+        .map(String::as_str)
+        .unwrap_or("");
+    let max_keys: usize = query
+        .get("max-keys")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(1000);
+    // Key → Some(object) for contents, None for a common prefix.
+    let mut entries = BTreeMap::new();
     for (key, o) in &b.objects {
         let Some(rest) = key.strip_prefix(prefix) else {
             continue;
         };
         match delimiter.and_then(|d| rest.find(d).map(|i| i + d.len())) {
-            Some(end) => {
-                prefixes.insert(format!("{prefix}{}", &rest[..end]));
-            }
-            None => {
-                contents.insert(key.clone(), o);
-            }
+            Some(end) => entries.insert(format!("{prefix}{}", &rest[..end]), None),
+            None => entries.insert(key.clone(), Some(o)),
+        };
+    }
+    let mut page: Vec<_> = entries
+        .into_iter()
+        .filter(|(key, _)| key.as_str() > after)
+        .collect();
+    let truncated = page.len() > max_keys;
+    page.truncate(max_keys);
+    let mut out = String::from("<ListBucketResult>");
+    for (key, entry) in &page {
+        match entry {
+            Some(o) => out.push_str(&format!(
+                "<Contents><Key>{key}</Key><Size>{}</Size><LastModified>{}</LastModified><ETag>{}</ETag></Contents>",
+                o.data.len(),
+                chrono_like_rfc3339(o.modified),
+                o.etag
+            )),
+            None => out.push_str(&format!(
+                "<CommonPrefixes><Prefix>{key}</Prefix></CommonPrefixes>"
+            )),
         }
     }
-    let mut out = String::from("<ListBucketResult>");
-    for (key, o) in contents {
-        let modified = chrono_like_rfc3339(o.modified);
+    if truncated && let Some((last, _)) = page.last() {
         out.push_str(&format!(
-            "<Contents><Key>{key}</Key><Size>{}</Size><LastModified>{modified}</LastModified><ETag>{}</ETag></Contents>",
-            o.data.len(),
-            o.etag
-        ));
-    }
-    for p in prefixes {
-        out.push_str(&format!(
-            "<CommonPrefixes><Prefix>{p}</Prefix></CommonPrefixes>"
+            "<IsTruncated>true</IsTruncated><NextContinuationToken>{last}</NextContinuationToken>"
         ));
     }
     out.push_str("</ListBucketResult>");
