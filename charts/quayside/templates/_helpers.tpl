@@ -99,6 +99,9 @@ template, so `helm template` and `helm install` stop with the message.
   {{- end -}}
 {{- end -}}
 {{- if eq $loc "gcr" -}}
+  {{- if and (hasSuffix "-docker.pkg.dev" ($rtr.gcr.hostname | default "")) (not $rtr.gcr.repository) -}}
+    {{- fail (printf "registry-token-refresher.gcr.repository is empty: Artifact Registry (%s) names images <host>/<project>/<repository>/<app>; set it to the repository's name" $rtr.gcr.hostname) -}}
+  {{- end -}}
   {{- if not $rtr.gcr.key_json -}}
     {{- fail "registry-token-refresher.gcr.key_json is empty: set it to the base64 of your service account's JSON key (base64 -w0 key.json)" -}}
   {{- end -}}

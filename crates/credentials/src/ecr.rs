@@ -104,9 +104,11 @@ impl EcrProvider {
                         .into(),
                 )
             })?;
-        let registry = match (&self.hostname, data.proxy_endpoint()) {
-            (Some(hostname), _) => hostname.clone(),
-            (None, Some(endpoint)) => host_of(endpoint).to_owned(),
+        // The secret's auths key is what Deis's refresher wrote: the hostname as configured,
+        // else ECR's proxyEndpoint as ECR gives it (`https://…`); images name the bare host.
+        let (registry, key) = match (&self.hostname, data.proxy_endpoint()) {
+            (Some(hostname), _) => (host_of(hostname).to_owned(), hostname.clone()),
+            (None, Some(endpoint)) => (host_of(endpoint).to_owned(), endpoint.to_owned()),
             (None, None) => {
                 return Err(FetchError::Unavailable(
                     "ECR GetAuthorizationToken returned no proxyEndpoint".into(),
@@ -120,6 +122,7 @@ impl EcrProvider {
             expires_at: data
                 .expires_at()
                 .and_then(|at| SystemTime::try_from(*at).ok()),
+            secret_style: crate::SecretStyle::Refresher { key },
         })
     }
 

@@ -64,6 +64,9 @@ impl GcrProvider {
             username: "oauth2accesstoken".into(),
             password: Secret::new(token.as_str()),
             expires_at: Some(SystemTime::from(token.expires_at())),
+            secret_style: crate::SecretStyle::Refresher {
+                key: self.registry.clone(),
+            },
         })
     }
 }

@@ -113,6 +113,7 @@ mod tests {
             username: "oauth2accesstoken".into(),
             password: Secret::new("tok"),
             expires_at: Some(now + Duration::from_secs(3600)),
+            secret_style: crate::SecretStyle::Plain,
         };
         let v: serde_json::Value = serde_json::from_str(&Response::new(&c, now).to_json()).unwrap();
         assert_eq!(v["kind"], "CredentialProviderResponse");

@@ -20,7 +20,7 @@ pub mod kubelet;
 
 use std::time::{Duration, SystemTime};
 
-use workflow::images::{DOCKER_HUB, dockerconfigjson};
+use workflow::images::{DOCKER_HUB, dockerconfigjson, refresher_dockerconfigjson};
 use workflow::{Location, Secret};
 
 pub use ecr::EcrProvider;
@@ -35,13 +35,29 @@ pub struct Credential {
     pub password: Secret,
     /// `None`: long-lived (username/password registries).
     pub expires_at: Option<SystemTime>,
+    /// How Workflow wrote this credential into a pull secret.
+    pub secret_style: SecretStyle,
+}
+
+/// The `.dockerconfigjson` shapes Workflow wrote (deis-registry-spec §2.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretStyle {
+    /// The controller's: `{"auths":{"<registry>":{"auth":…}}}`.
+    Plain,
+    /// The token refresher's (ECR, GCR): keyed by `key` (ECR's proxyEndpoint, with its scheme)
+    /// and with `"email":"none@none.com"`.
+    Refresher { key: String },
 }
 
 impl Credential {
-    /// `{"auths":{"<registry>":{"auth":"base64(user:password)"}}}`, the `.dockerconfigjson` of a
-    /// `kubernetes.io/dockerconfigjson` Secret.
+    /// The `.dockerconfigjson` of a `kubernetes.io/dockerconfigjson` Secret, in the shape
+    /// Workflow wrote it ([`SecretStyle`]).
     pub fn docker_config_json(&self) -> Secret {
-        dockerconfigjson(&self.registry, &self.username, self.password.expose())
+        let (user, password) = (&self.username, self.password.expose());
+        match &self.secret_style {
+            SecretStyle::Plain => dockerconfigjson(&self.registry, user, password),
+            SecretStyle::Refresher { key } => refresher_dockerconfigjson(key, user, password),
+        }
     }
 
     /// Time left at `now`; `None` for long-lived credentials, zero once expired.
@@ -110,6 +126,7 @@ impl Provider {
                 username: o.username.clone(),
                 password: o.password.clone(),
                 expires_at: None,
+                secret_style: SecretStyle::Plain,
             }),
             Location::Ecr(e) => Provider::Ecr(EcrProvider::new(e, options).await),
             Location::Gcr(g) => Provider::Gcr(GcrProvider::new(g)),
@@ -138,6 +155,7 @@ mod tests {
             username: "u".into(),
             password: Secret::new("p"),
             expires_at: None,
+            secret_style: SecretStyle::Plain,
         };
         assert_eq!(c.remaining(now), None);
         assert!(c.is_valid_at(now));

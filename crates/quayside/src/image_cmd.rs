@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use registry_client::ImageRef;
 use workflow::images::{self, AppCredentials, Tag};
+use workflow::port;
 use workflow::{Location, Secret, SecretDir};
 
 use crate::ConfigError;
@@ -98,10 +99,21 @@ enum Command {
         #[arg(long, env = "QUAYSIDE_PUBLISH_TO")]
         push_to: Option<String>,
     },
-    /// Print the first port the image exposes (the config's ExposedPorts), read through the
-    /// registry API.
+    /// Print the port the app's pods get, by the controller's rules: buildpack 5000; with the
+    /// app's own credentials or off-cluster the app's PORT; else PORT, or the first port the
+    /// image exposes (its config's ExposedPorts, read through the registry API). Prints nothing
+    /// for a process type that needs no port.
     Port {
-        image: String,
+        /// The release image; needed only when the port is read from it.
+        image: Option<String>,
+        #[arg(long, value_enum, default_value = "image")]
+        build_type: BuildKind,
+        /// The app's PORT config, when set (it wins unread where the rules allow).
+        #[arg(long)]
+        config_port: Option<String>,
+        /// The process type gets no Service (not `web`/`cmd`): an image without EXPOSE is fine.
+        #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+        not_routable: bool,
         #[command(flatten)]
         source_credentials: SourceCredentials,
     },
@@ -110,6 +122,27 @@ enum Command {
         #[arg(long)]
         app: String,
     },
+}
+
+/// How the release was built (Workflow's build types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BuildKind {
+    /// `deis pull <image>`.
+    Image,
+    /// `git push` of a Dockerfile app.
+    Dockerfile,
+    /// `git push` of a buildpack app (always port 5000).
+    Buildpack,
+}
+
+impl From<BuildKind> for port::BuildType {
+    fn from(kind: BuildKind) -> port::BuildType {
+        match kind {
+            BuildKind::Image => port::BuildType::Image,
+            BuildKind::Dockerfile => port::BuildType::Dockerfile,
+            BuildKind::Buildpack => port::BuildType::Buildpack,
+        }
+    }
 }
 
 /// The platform's push identity for the in-cluster registry (the chart's `deis-registry-push`
@@ -259,25 +292,52 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::Port {
             image,
+            build_type,
+            config_port,
+            not_routable,
             source_credentials,
         } => {
-            let image = ImageRef::parse(&image).map_err(|e| ConfigError(e.to_string()))?;
-            let credentials = match source_credentials.get()? {
-                Some(c) => Some(c),
-                None => match platform_credential(&location, endpoint).await? {
-                    Some(c) => Some(for_client(c)),
-                    None => args.on_cluster.get()?,
-                },
+            let question = port::PortQuestion {
+                build: build_type.into(),
+                config_port: config_port.as_deref(),
+                app_credentials: source_credentials.username.is_some(),
+                on_cluster: matches!(location, Location::OnCluster { .. }),
+                routable: !not_routable,
             };
-            let client = registry_client::Client::new(&image.registry, credentials);
-            let config = registry_client::copy::image_config(&client, &image).await?;
-            let port = images::exposed_port(&config)
-                .ok_or_else(|| anyhow::anyhow!(images::NO_EXPOSED_PORT))?;
-            println!("{port}");
+            let answer = match port::decide(&question).map_err(|e| anyhow::anyhow!(e))? {
+                port::PortAnswer::Port(p) => Some(p),
+                port::PortAnswer::NoPort => None,
+                port::PortAnswer::ReadImage => {
+                    let image = image.ok_or_else(|| {
+                        ConfigError(
+                            "no PORT is set, so the port is read from the image: give IMAGE".into(),
+                        )
+                    })?;
+                    let exposed = exposed_port(&image, args.on_cluster.get()?).await?;
+                    port::from_image(exposed, question.routable).map_err(|e| anyhow::anyhow!(e))?
+                }
+            };
+            if build_type == BuildKind::Buildpack {
+                tracing::info!("buildpack type detected. Defaulting to $PORT 5000");
+            }
+            if let Some(p) = answer {
+                println!("{p}");
+            }
         }
         Command::EnsureRepo { app } => ensure_repo(&location, &app, endpoint).await?,
     }
     Ok(())
+}
+
+/// The first port `image`'s config exposes, read with the on-cluster identity.
+async fn exposed_port(
+    image: &str,
+    credentials: Option<registry_client::Credentials>,
+) -> anyhow::Result<Option<u16>> {
+    let image = ImageRef::parse(image).map_err(|e| ConfigError(e.to_string()))?;
+    let client = registry_client::Client::new(&image.registry, credentials);
+    let config = registry_client::copy::image_config(&client, &image).await?;
+    Ok(images::exposed_port(&config))
 }
 
 /// The platform's credential for its own registry (none on-cluster): one request to the issuer.

@@ -9,7 +9,8 @@ use crate::ConfigError;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Address to listen on; a bare port (`80`, as the original chart set) means all interfaces.
+    /// Address to listen on: `host:port` (the host an address or a name) or a bare port (`80`,
+    /// as the original chart set) for all interfaces.
     #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:5555")]
     listen: String,
     /// The registry Service's host (the chart passes `$(DEIS_REGISTRY_SERVICE_HOST)`).

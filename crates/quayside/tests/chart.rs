@@ -744,6 +744,24 @@ fn bad_values_are_refused_with_the_key_and_the_fix() {
     );
     find(&passes, "Deployment", "deis-registry");
 
+    // Artifact Registry needs the repository segment of its image names.
+    let e = refused(
+        Some("examples/gcr.yaml"),
+        &["registry-token-refresher.gcr.hostname=us-west1-docker.pkg.dev"],
+    );
+    assert!(e.contains("registry-token-refresher.gcr.repository is empty: Artifact Registry (us-west1-docker.pkg.dev) names images <host>/<project>/<repository>/<app>"), "{e}");
+    let ar = render(
+        Some("examples/gcr.yaml"),
+        &[
+            "registry-token-refresher.gcr.hostname=us-west1-docker.pkg.dev",
+            "registry-token-refresher.gcr.repository=apps",
+        ],
+    );
+    assert_eq!(
+        secret_data(find(&ar, "Secret", "registry-secret"))["repository"],
+        "apps"
+    );
+
     // Object storage with the values file's placeholders, or without the keys it needs.
     let e = refused(None, &["global.storage=s3"]);
     assert!(e.contains(r#"s3.registry_bucket is "your-registry-bucket-name": with global.storage=s3 set it to your bucket's name"#), "{e}");

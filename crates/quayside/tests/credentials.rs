@@ -90,8 +90,10 @@ fn ecr_with_static_keys() {
     ));
     let auths = out["auths"].as_object().unwrap();
     let (host, entry) = auths.iter().next().unwrap();
-    assert_eq!(host, "123456789012.dkr.ecr.us-west-2.amazonaws.com");
+    // As Workflow's refresher wrote it: ECR's proxyEndpoint as the key, and an email.
+    assert_eq!(host, "https://123456789012.dkr.ecr.us-west-2.amazonaws.com");
     assert!(decode(&entry["auth"]).starts_with("AWS:"));
+    assert_eq!(entry["email"], "none@none.com");
     assert!(!out.to_string().contains(SECRET_KEY));
 }
 
@@ -132,7 +134,7 @@ fn ecr_with_web_identity() {
         ],
         None,
     ));
-    assert!(out["auths"]["123456789012.dkr.ecr.eu-west-1.amazonaws.com"].is_object());
+    assert!(out["auths"]["https://123456789012.dkr.ecr.eu-west-1.amazonaws.com"].is_object());
 }
 
 #[test]

@@ -259,14 +259,28 @@ fn publish_and_port_from_a_private_registry_need_its_credentials() {
         index.data.as_slice()
     );
 
-    // PORT discovery through the same credentials: the amd64 image exposes 8080.
+    // The controller's PORT rule: an app with its own credentials needs PORT in its config
+    // (Kubernetes, not the controller, pulls its image), which wins unread.
     let e = failed(&image_cmd(&["port", &source], &[]));
     assert!(e.contains("unauthorized"), "{e}");
-    let port = image_cmd(
-        &["port", &source, "--username", "bob"],
-        &[("QUAYSIDE_APP_REGISTRY_PASSWORD", "s3cret")],
+    let private = ["port", &source, "--username", "bob"];
+    let password = [("QUAYSIDE_APP_REGISTRY_PASSWORD", "s3cret")];
+    let e = failed(&image_cmd(&private, &password));
+    assert!(
+        e.contains("PORT needs to be set in the application config when using a private registry"),
+        "{e}"
     );
-    assert_eq!(ok(&port), "8080");
+    let mut with_port = private.to_vec();
+    with_port.extend(["--config-port", "9000"]);
+    assert_eq!(ok(&image_cmd(&with_port, &password)), "9000");
+    let mut worker = private.to_vec();
+    worker.push("--not-routable");
+    assert_eq!(ok(&image_cmd(&worker, &password)), "");
+    // On-cluster without credentials the image is read: its amd64 config exposes 8080.
+    assert_eq!(
+        ok(&image_cmd(&["port", &format!("{}/web:v4", q.addr)], &[])),
+        "8080"
+    );
 }
 
 #[test]
@@ -284,6 +298,40 @@ fn port_without_expose_and_refusals_keep_the_original_messages() {
         ok(&image_cmd(&["port", &format!("{}/app:v1", q.addr)], &[])),
         "8080"
     );
+    // Not routable: no EXPOSE is fine and nothing is printed; PORT wins unread; buildpack 5000
+    // without an image; a PORT that is no port number is refused.
+    assert_eq!(ok(&image_cmd(&["port", &arm, "--not-routable"], &[])), "");
+    assert_eq!(
+        ok(&image_cmd(&["port", &arm, "--config-port", "3000"], &[])),
+        "3000"
+    );
+    assert_eq!(
+        ok(&image_cmd(&["port", "--build-type", "buildpack"], &[])),
+        "5000"
+    );
+    let e = failed(&image_cmd(&["port", &arm, "--config-port", "70000"], &[]));
+    assert!(
+        e.contains("70000") && e.contains("must be a number from 1 to 65535"),
+        "{e}"
+    );
+    let off = image_cmd(
+        &[
+            "port",
+            "--location",
+            "off-cluster",
+            "--registry-secret-dir",
+            "/nonexistent",
+        ],
+        &[],
+    );
+    assert_eq!(
+        off.status.code(),
+        Some(64),
+        "off-cluster needs its registry-secret"
+    );
+    let out = image_cmd(&["port"], &[]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(failed(&out).contains("give IMAGE"));
 
     let out = image_cmd(
         &[

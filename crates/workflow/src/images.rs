@@ -32,6 +32,10 @@ pub enum NameError {
         "the ECR registry host is unknown without a token request: set registryid or hostname in the registry-secret"
     )]
     EcrAccountUnknown,
+    #[error(
+        "Artifact Registry ({0}) names images <host>/<project>/<repository>/<app>: set the key repository in the registry-secret (registry-token-refresher.gcr.repository in the chart's values)"
+    )]
+    ArtifactRegistryRepository(String),
 }
 
 impl Tag {
@@ -66,23 +70,45 @@ pub fn image_name(location: &Location, app: &str, tag: &Tag) -> Result<String, N
         Location::OffCluster(o) if o.organization.is_empty() => {
             return Err(NameError::NoOrganization);
         }
-        Location::OffCluster(o) if o.hostname.is_empty() => format!("{}/{app}", o.organization),
-        Location::OffCluster(o) => format!("{}/{}/{app}", o.hostname, o.organization),
+        Location::OffCluster(o) if bare_host(&o.hostname).is_empty() => {
+            format!("{}/{app}", o.organization)
+        }
+        Location::OffCluster(o) => format!("{}/{}/{app}", bare_host(&o.hostname), o.organization),
         Location::Ecr(e) => {
             let host = match (&e.hostname, &e.registry_id) {
-                (Some(host), _) => host.trim_start_matches("https://").to_owned(),
+                (Some(host), _) => bare_host(host).to_owned(),
                 (None, Some(account)) => format!("{account}.dkr.ecr.{}.amazonaws.com", e.region),
                 (None, None) => return Err(NameError::EcrAccountUnknown),
             };
             format!("{host}/{app}")
         }
         Location::Gcr(g) => {
-            let host = g.hostname.as_deref().unwrap_or("gcr.io");
+            let host = g.hostname.as_deref().map_or("gcr.io", bare_host);
             // Domain-scoped projects (`example.com:proj`) are `example.com/proj` in image names.
-            format!("{host}/{}/{app}", g.project_id.replace(':', "/"))
+            let project = g.project_id.replace(':', "/");
+            if host.ends_with(".pkg.dev") {
+                let repo = g
+                    .repository
+                    .as_deref()
+                    .ok_or_else(|| NameError::ArtifactRegistryRepository(host.to_owned()))?;
+                format!("{host}/{project}/{repo}/{app}")
+            } else {
+                format!("{host}/{project}/{app}")
+            }
         }
     };
     Ok(format!("{repository}:{tag}"))
+}
+
+/// A registry `hostname` as operators write it (`https://myregistry.azurecr.io/`), as image
+/// names need it: without scheme or trailing slash, as Workflow's controller stripped it.
+fn bare_host(hostname: &str) -> &str {
+    let host = hostname.trim();
+    let host = host
+        .strip_prefix("https://")
+        .or_else(|| host.strip_prefix("http://"))
+        .unwrap_or(host);
+    host.trim_end_matches('/')
 }
 
 /// The registry host of an image reference by Docker's rule: the first path component is a host
@@ -183,14 +209,18 @@ pub fn exposed_port(config: &serde_json::Value) -> Option<u16> {
     keys.first()?.split('/').next()?.parse().ok()
 }
 
-/// What the controller said when a routable image exposes no port.
-pub const NO_EXPOSED_PORT: &str =
-    "Expose a port or make the app non routable by changing the process type";
-
-/// `{"auths":{"<host>":{"auth":"base64(user:password)"}}}`
+/// `{"auths":{"<host>":{"auth":"base64(user:password)"}}}`, as the controller writes it.
 pub fn dockerconfigjson(host: &str, username: &str, password: &str) -> Secret {
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
     Secret::new(serde_json::json!({"auths": {host: {"auth": auth}}}).to_string())
+}
+
+/// The same with `"email":"none@none.com"`, as Workflow's token refresher wrote ECR and GCR
+/// pull secrets.
+pub fn refresher_dockerconfigjson(key: &str, username: &str, password: &str) -> Secret {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    let entry = serde_json::json!({"auth": auth, "email": "none@none.com"});
+    Secret::new(serde_json::json!({"auths": {key: entry}}).to_string())
 }
 
 #[cfg(test)]
@@ -277,13 +307,15 @@ mod tests {
             image_name(&ecr(None, None), "a", &sha),
             Err(NameError::EcrAccountUnknown)
         );
-        let gcr = |project: &str, host: Option<&str>| {
+        let gcr_in = |project: &str, host: Option<&str>, repository: Option<&str>| {
             Location::Gcr(Gcr {
                 key_json: Secret::new("{}"),
                 project_id: project.into(),
                 hostname: host.map(Into::into),
+                repository: repository.map(Into::into),
             })
         };
+        let gcr = |project: &str, host: Option<&str>| gcr_in(project, host, None);
         assert_eq!(
             image_name(&gcr("my-proj", None), "a", &sha).unwrap(),
             "gcr.io/my-proj/a:git-01234567"
@@ -292,14 +324,60 @@ mod tests {
             image_name(&gcr("example.com:proj", None), "a", &sha).unwrap(),
             "gcr.io/example.com/proj/a:git-01234567"
         );
+        // Artifact Registry needs its repository segment, and says so without one.
         assert_eq!(
             image_name(
-                &gcr("p", Some("europe-docker.pkg.dev")),
+                &gcr_in("p", Some("europe-docker.pkg.dev"), Some("apps")),
                 "a",
                 &Tag::Version(2)
             )
             .unwrap(),
-            "europe-docker.pkg.dev/p/a:v2"
+            "europe-docker.pkg.dev/p/apps/a:v2"
+        );
+        let missing = image_name(
+            &gcr("p", Some("europe-docker.pkg.dev")),
+            "a",
+            &Tag::Version(2),
+        );
+        assert_eq!(
+            missing,
+            Err(NameError::ArtifactRegistryRepository(
+                "europe-docker.pkg.dev".into()
+            ))
+        );
+        assert!(
+            missing
+                .unwrap_err()
+                .to_string()
+                .contains("set the key repository")
+        );
+        // Hostnames written with a scheme or a trailing slash name images without them.
+        assert_eq!(
+            image_name(&gcr("p", Some("https://eu.gcr.io/")), "a", &Tag::Version(2)).unwrap(),
+            "eu.gcr.io/p/a:v2"
+        );
+        let off = |hostname: &str| {
+            Location::OffCluster(OffCluster {
+                hostname: hostname.into(),
+                organization: "org".into(),
+                username: "u".into(),
+                password: Secret::new("p"),
+            })
+        };
+        for written in [
+            "https://myregistry.azurecr.io",
+            "http://myregistry.azurecr.io/",
+            " myregistry.azurecr.io ",
+        ] {
+            assert_eq!(
+                image_name(&off(written), "a", &Tag::Version(3)).unwrap(),
+                "myregistry.azurecr.io/org/a:v3",
+                "{written}"
+            );
+        }
+        assert_eq!(
+            image_name(&off("https://"), "a", &Tag::Version(3)).unwrap(),
+            "org/a:v3"
         );
         assert!(matches!(
             image_name(&on, "My_App", &sha),

@@ -42,6 +42,8 @@ pub struct Gcr {
     pub project_id: String,
     /// Empty: `gcr.io`.
     pub hostname: Option<String>,
+    /// Artifact Registry (`<region>-docker.pkg.dev`): the repository images go in.
+    pub repository: Option<String>,
 }
 
 impl Location {
@@ -135,6 +137,7 @@ impl Location {
                     key_json: Secret::new(key_json),
                     project_id,
                     hostname: optional("hostname"),
+                    repository: optional("repository"),
                 })
             }
             other => {
