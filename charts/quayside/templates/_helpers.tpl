@@ -124,7 +124,7 @@ template, so `helm template` and `helm install` stop with the message.
 {{- end -}}
 {{- end }}
 
-{{/* Storage and GC settings shared by the registry and the GC CronJob. */}}
+{{/* Storage settings shared by the registry, the GC CronJob and the test Pod. */}}
 {{- define "quayside.storageEnv" -}}
 {{- $storage := .Values.global.storage | default "filesystem" -}}
 - name: REGISTRY_STORAGE
@@ -135,6 +135,10 @@ template, so `helm template` and `helm install` stop with the message.
 - name: QUAYSIDE_STORAGE_CREDS_DIR
   value: {{ include "quayside.credsDir" . }}
 {{- end }}
+{{- end }}
+
+{{/* What garbage collection deletes, for the registry and the GC CronJob alike. */}}
+{{- define "quayside.gcEnv" -}}
 - name: QUAYSIDE_GC_GRACE
   value: {{ .Values.registry.gc.grace | default "1h" | quote }}
 - name: QUAYSIDE_GC_DELETE_UNTAGGED

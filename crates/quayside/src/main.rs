@@ -7,6 +7,7 @@
 //! Dependencies: `clap` (derive, with an env var per flag so the same settings work from the
 //! command line and from a Kubernetes manifest), `tracing-subscriber` (text or JSON logs).
 
+mod check_cmd;
 mod connection_args;
 mod credentials_cmd;
 mod fsck_cmd;
@@ -73,6 +74,10 @@ enum Command {
     Gc(Box<gc_cmd::Args>),
     /// Check that every stored blob hashes to its digest (and optionally delete those that do not).
     Fsck(Box<fsck_cmd::Args>),
+    /// Tell, one line per check, what works and what is misconfigured for the configured
+    /// location (storage, registry-secret, credentials, RBAC, registry and proxy); exit 1 when
+    /// anything failed.
+    Check(Box<check_cmd::Args>),
 }
 
 /// Exit code for a configuration error (sysexits' EX_USAGE): the pod's logs say which key to fix.
@@ -104,6 +109,7 @@ fn main() -> ExitCode {
             Command::Credentials(args) => credentials_cmd::run(args).await,
             Command::Gc(args) => gc_cmd::run(*args).await,
             Command::Fsck(args) => fsck_cmd::run(*args).await,
+            Command::Check(args) => check_cmd::run(*args).await,
         }
     });
     match result {

@@ -84,7 +84,11 @@ fn off_cluster_examples_render_only_the_registry_secret() {
         ("examples/quay.yaml", "quay.io"),
     ] {
         let objects = render(Some(example), &[]);
-        assert_eq!(kinds(&objects), ["Secret/registry-secret"]);
+        // The registry-secret, and the `helm test` Pod that logs into the registry with it.
+        assert_eq!(
+            kinds(&objects),
+            ["Pod/deis-registry-check", "Secret/registry-secret"]
+        );
         let secret = find(&objects, "Secret", "registry-secret");
         assert_eq!(
             secret["metadata"]["annotations"]["deis.io/registry-location"],
@@ -212,6 +216,7 @@ fn on_cluster_renders_registry_and_proxy() {
             "DaemonSet/deis-registry-proxy",
             "Deployment/deis-registry",
             "NetworkPolicy/deis-registry",
+            "Pod/deis-registry-check",
             "Secret/deis-registry-auth",
             "Secret/deis-registry-pull",
             "Secret/deis-registry-push",
@@ -410,6 +415,7 @@ fn the_default_install_closes_the_registry_to_all_but_its_identities() {
         apps,
         [
             "deis-registry-proxy",
+            "deis-registry-check",
             "deis-registry",
             "deis-builder",
             "deis-controller"
@@ -426,10 +432,10 @@ fn the_default_install_closes_the_registry_to_all_but_its_identities() {
     );
     let from = &find(&custom, "NetworkPolicy", "deis-registry")["spec"]["ingress"][0]["from"];
     assert_eq!(
-        from[2]["podSelector"]["matchLabels"],
+        from[3]["podSelector"]["matchLabels"],
         serde_json::json!({"role": "ci"})
     );
-    assert_eq!(from[3]["ipBlock"]["cidr"], "10.0.0.0/16");
+    assert_eq!(from[4]["ipBlock"]["cidr"], "10.0.0.0/16");
     // Secrets made by the operator (renderers without cluster access): referenced, not rendered.
     let external = render(None, &["registry.create_identity_secrets=false"]);
     assert!(!kinds(&external).iter().any(|k| k.starts_with("Secret/")));
@@ -909,7 +915,8 @@ fn every_env_var_and_mount_the_chart_sets_is_read_by_the_binary() {
     let mut checked = 0;
     for objects in &renders {
         for workload in objects.iter().filter(|o| {
-            ["Deployment", "DaemonSet", "CronJob"].contains(&o["kind"].as_str().unwrap_or(""))
+            ["Deployment", "DaemonSet", "CronJob", "Pod"]
+                .contains(&o["kind"].as_str().unwrap_or(""))
         }) {
             let c = container(workload);
             let subcommand = c["args"][0].as_str().unwrap();
@@ -919,10 +926,13 @@ fn every_env_var_and_mount_the_chart_sets_is_read_by_the_binary() {
                 "{subcommand} --help lists no env vars"
             );
             let mut values = BTreeSet::new();
+            let all_env = c["env"].to_string();
             for e in c["env"].as_array().unwrap() {
                 let name = e["name"].as_str().unwrap();
+                // Or only an input of another variable (`$(HOST_IP)`), as the kubelet expands.
+                let expanded = all_env.contains(&format!("$({name})"));
                 assert!(
-                    env_names.contains(name),
+                    env_names.contains(name) || expanded,
                     "the chart sets {name} for `quayside {subcommand}`, which does not read it"
                 );
                 values.insert(e["value"].as_str().unwrap_or("").to_owned());

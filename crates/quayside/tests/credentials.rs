@@ -300,3 +300,104 @@ fn ecr_without_any_credentials_says_so_in_one_line() {
     assert!(errors[0].len() < 400, "{}", errors[0]);
     assert!(!stderr.contains("DispatchFailure"), "{stderr}");
 }
+
+/// ECR end to end with tokens that expire in the future, as the real service's do (12 hours):
+/// the refresher process mints one from moto, writes it into the app's namespace in the shape
+/// Workflow's refresher wrote, and references it from the default service account; the kubelet
+/// plugin answers the same token for an image of that registry, cached for half its lifetime.
+#[test]
+fn ecr_tokens_reach_app_namespaces_and_the_kubelet() {
+    let moto = Moto::with_ecr_tokens_expiring_in(Duration::from_secs(12 * 3600));
+    let kube = FakeKube::start();
+    kube.create_namespace("deis", &[]);
+    kube.create_namespace("web", &[("heritage", "deis")]);
+    kube.create_service_account("web", "default");
+    let home = tempfile::tempdir().unwrap();
+    let kubeconfig = kube.write_kubeconfig(home.path());
+    let dir = creds(&[
+        ("accesskey", "AKIAIOSFODNN7EXAMPLE"),
+        ("secretkey", SECRET_KEY),
+        ("region", "us-west-2"),
+        ("registryid", ""),
+        ("hostname", ""),
+    ]);
+    let endpoint = moto.endpoint();
+    let aws = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let mut env = vec![
+        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ("DEIS_REGISTRY_LOCATION", "ecr"),
+        ("DEIS_NAMESPACE_REFRESH_TIME", "5"),
+        ("DEIS_TOKEN_REFRESH_TIME", ""),
+        ("POD_NAMESPACE", "deis"),
+        ("POD_NAME", "refresher-0"),
+        ("QUAYSIDE_PULL_SECRET_SERVICE_ACCOUNTS", "default"),
+    ];
+    env.extend(aws);
+    let refresher = Quayside::token_refresher(BIN, dir.path(), &env);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let secret = loop {
+        if let Some(s) = kube.get("secrets", "web", "private-registry-ecr") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no ECR secret written");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
+    let config: Value =
+        serde_json::from_str(&decode(&secret["data"][".dockerconfigjson"])).unwrap();
+    let auths = config["auths"].as_object().unwrap();
+    assert_eq!(auths.len(), 1, "{config}");
+    let entry = &auths["https://123456789012.dkr.ecr.us-west-2.amazonaws.com"];
+    assert_eq!(decode(&entry["auth"]), "AWS:123456789012-auth-token");
+    assert_eq!(entry["email"], "none@none.com");
+    let referenced = serde_json::json!([{"name": "private-registry-ecr"}]);
+    while kube.get("serviceaccounts", "web", "default").unwrap()["imagePullSecrets"] != referenced {
+        assert!(
+            Instant::now() < deadline,
+            "the service account does not reference it"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, metrics) = testkit::http_get(refresher.addr, "/metrics");
+    assert!(
+        metrics.contains("quayside_refresher_secrets_written_total 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("kind=\"expired\""), "{metrics}");
+    let expiry: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("quayside_refresher_token_expiry_timestamp_seconds "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (expiry - now - 12.0 * 3600.0).abs() < 60.0,
+        "{expiry} vs {now}"
+    );
+    assert!(!metrics.contains(SECRET_KEY));
+
+    let request = r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest","image":"123456789012.dkr.ecr.us-west-2.amazonaws.com/web:v3"}"#;
+    let response = json_out(&credentials("ecr", dir.path(), &aws, Some(request)));
+    assert_eq!(response["cacheKeyType"], "Registry");
+    let seconds: u64 = response["cacheDuration"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    assert!((6 * 3600 - 10..=6 * 3600).contains(&seconds), "{seconds}");
+    assert_eq!(
+        response["auth"]["123456789012.dkr.ecr.us-west-2.amazonaws.com"],
+        serde_json::json!({"username": "AWS", "password": "123456789012-auth-token"})
+    );
+}

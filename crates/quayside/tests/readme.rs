@@ -111,6 +111,7 @@ fn the_readme_flag_tables_match_every_subcommands_help() {
         "image",
         "token-refresher",
         "credentials",
+        "check",
     ];
     let mut checked = 0;
     for sub in subcommands {

@@ -255,6 +255,23 @@ impl Client {
             .map(drop)
     }
 
+    /// `docker login`'s check: `GET /v2/`, answering the registry's challenge with these
+    /// credentials for no repository in particular.
+    pub async fn login(&self) -> Result<(), Error> {
+        let op = Op {
+            repository: "",
+            push: false,
+            from: None,
+            verb: "log into",
+            image: &self.registry,
+        };
+        let url = format!("{}/v2/", self.base);
+        let resp = self.send(op, || self.http.get(&url)).await?;
+        self.check(resp, op, || "the API root /v2/".to_owned())
+            .await
+            .map(drop)
+    }
+
     /// Sends, answering one authentication challenge if the registry makes one.
     async fn send(
         &self,
@@ -403,6 +420,9 @@ impl<'a> Op<'a> {
     }
 
     fn scopes(&self) -> Vec<String> {
+        if self.repository.is_empty() {
+            return Vec::new();
+        }
         let access = if self.push { "pull,push" } else { "pull" };
         let mut scopes = vec![format!("repository:{}:{access}", self.repository)];
         if let Some(from) = self.from {

@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use oci::{Algorithm, Digest, Hasher, ManifestError};
 
@@ -122,6 +123,25 @@ impl Store {
     pub async fn check(&self) -> Result<(), StoreError> {
         self.backend.list(&crate::layout::repositories()).await?;
         Ok(())
+    }
+
+    /// Proves the backend takes writes: writes a small object outside the registry's layout
+    /// (distribution and every walk here ignore it), reads it back, deletes it. Returns the key.
+    pub async fn check_writable(&self) -> Result<String, StoreError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let key = format!("quayside-check/{nanos}-{}", std::process::id());
+        let data = Bytes::from(format!("quayside check {nanos}"));
+        self.backend.put(&key, data.clone()).await?;
+        let read = self.backend.read(&key, 1024).await;
+        self.backend.delete(&key).await?;
+        if read? != data {
+            let message = format!("{key} read back different bytes than were written");
+            return Err(BackendError::Io(std::io::Error::other(message)).into());
+        }
+        Ok(key)
     }
 
     pub(crate) async fn read_link(&self, key: &str) -> Result<Option<Digest>, StoreError> {

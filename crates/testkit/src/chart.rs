@@ -90,6 +90,7 @@ pub fn secret_data(secret: &Value) -> BTreeMap<String, String> {
 
 pub fn pod(workload: &Value) -> &Value {
     match workload["kind"].as_str() {
+        Some("Pod") => &workload["spec"],
         Some("CronJob") => &workload["spec"]["jobTemplate"]["spec"]["template"]["spec"],
         _ => &workload["spec"]["template"]["spec"],
     }
@@ -135,6 +136,9 @@ impl Container {
             let name = e["name"].as_str().expect("env name").to_owned();
             let value = match e["value"].as_str() {
                 Some(v) => expand(v, &known),
+                None if e["valueFrom"]["fieldRef"].is_object() => {
+                    field_ref(workload, &e["valueFrom"]["fieldRef"])
+                }
                 None => secret_key_ref(objects, &e["valueFrom"]["secretKeyRef"]),
             };
             let value = map_paths(&value, &mounts);
@@ -216,6 +220,20 @@ fn materialize_volumes(
         );
     }
     mounts
+}
+
+/// The downward API as the kubelet fills it for a pod of `workload` in namespace `deis` (where
+/// [`template_args`] renders) on a node whose address is loopback.
+fn field_ref(workload: &Value, reference: &Value) -> String {
+    match reference["fieldPath"].as_str() {
+        Some("metadata.namespace") => "deis".to_owned(),
+        Some("metadata.name") => format!(
+            "{}-0",
+            workload["metadata"]["name"].as_str().unwrap_or("pod")
+        ),
+        Some("status.hostIP") => "127.0.0.1".to_owned(),
+        other => panic!("fieldRef {other:?} is not filled in here"),
+    }
 }
 
 fn secret_key_ref(objects: &[Value], reference: &Value) -> String {

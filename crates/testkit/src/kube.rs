@@ -2,7 +2,8 @@
 //! with the real API's shapes and status codes: namespaces (list/watch, terminating), secrets
 //! (list/watch across namespaces with field selectors, get, server-side apply with field
 //! ownership and conflicts, delete), serviceaccounts (strategic merge of `imagePullSecrets`) and
-//! coordination.k8s.io Leases (get, create, apply, patch), and the discovery documents a REST
+//! coordination.k8s.io Leases (get, create, apply, patch), SelfSubjectAccessReviews (201 with
+//! `status.allowed`, denied for the verbs a test names), and the discovery documents a REST
 //! mapper reads (so `helm --dry-run=server` can `lookup` Secrets here). Watches stream newline-delimited
 //! events from a resourceVersion and answer a compacted one with a 410 `Expired` event, as the
 //! real server does. No kube-apiserver exists on this machine; this is the stand-in the real
@@ -87,6 +88,8 @@ struct State {
     epoch: u64,
     faults: Vec<Fault>,
     requests: Vec<(String, String)>,
+    /// (verb, resource) pairs a SelfSubjectAccessReview answers as not allowed.
+    denied: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -254,6 +257,14 @@ impl FakeKube {
         });
     }
 
+    /// SelfSubjectAccessReviews for `verb` on `resource` answer "not allowed" from now on (every
+    /// other review is allowed, as for a cluster admin).
+    pub fn deny(&self, verb: &str, resource: &str) {
+        self.lock()
+            .denied
+            .push((verb.to_owned(), resource.to_owned()));
+    }
+
     /// Forgets the event log and ends open watches: watches resumed from an older
     /// resourceVersion get 410 Gone, so clients must list again.
     pub fn compact(&self) {
@@ -342,6 +353,11 @@ impl FakeKube {
         if let Some(document) = discovery(&path) {
             return (StatusCode::OK, axum::Json(document)).into_response();
         }
+        if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+            && method == Method::POST
+        {
+            return self.review_access(&body);
+        }
         let Some(target) = Target::parse(&path) else {
             return status(
                 404,
@@ -373,6 +389,30 @@ impl FakeKube {
             }
             _ => status(405, "method not allowed"),
         }
+    }
+
+    /// A SelfSubjectAccessReview answered as the real server does: 201 with the review and its
+    /// `status`, whether or not access is allowed.
+    fn review_access(&self, body: &Bytes) -> Response {
+        let Ok(mut review) = serde_json::from_slice::<Value>(body) else {
+            return status(400, "the body is not a SelfSubjectAccessReview");
+        };
+        let attributes = &review["spec"]["resourceAttributes"];
+        let verb = attributes["verb"].as_str().unwrap_or_default();
+        let resource = attributes["resource"].as_str().unwrap_or_default();
+        let denied = self
+            .lock()
+            .denied
+            .iter()
+            .any(|(v, r)| v == verb && r == resource);
+        review["status"] = if denied {
+            json!({"allowed": false, "reason": "no RBAC policy matched"})
+        } else {
+            json!({"allowed": true, "reason": "RBAC: allowed by ClusterRoleBinding"})
+        };
+        review["apiVersion"] = "authorization.k8s.io/v1".into();
+        review["kind"] = "SelfSubjectAccessReview".into();
+        (StatusCode::CREATED, axum::Json(review)).into_response()
     }
 
     /// Pages with `limit` and `continue` as the real server does (the token is an offset here).

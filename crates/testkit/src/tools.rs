@@ -215,8 +215,32 @@ pub fn free_loopback_addr() -> SocketAddr {
 pub struct Moto {
     child: Option<Child>,
     env: Vec<(String, String)>,
+    /// Python run instead of `moto_server` (same arguments), to change one of moto's answers.
+    launcher: Option<&'static str>,
     pub addr: SocketAddr,
 }
+
+/// moto with one answer changed: ECR's GetAuthorizationToken says its token expires
+/// `QUAYSIDE_MOTO_ECR_TTL` seconds from now, as the real service does (12 hours), where moto
+/// answers 1 January 2015 and so every honest consumer refuses the token. The rest of the
+/// answer (token `AWS:<account>-auth-token`, proxyEndpoint) is moto's own.
+const MOTO_ECR_FUTURE_TOKENS: &str = r#"
+import os, sys, time
+from moto.ecr.responses import ECRResponse
+
+original = ECRResponse.get_authorization_token
+ttl = float(os.environ["QUAYSIDE_MOTO_ECR_TTL"])
+
+def get_authorization_token(self):
+    result = original(self)
+    for data in result.result["authorizationData"]:
+        data["expiresAt"] = time.time() + ttl
+    return result
+
+ECRResponse.get_authorization_token = get_authorization_token
+from moto.server import main
+main(sys.argv[1:])
+"#;
 
 impl Moto {
     pub fn start() -> Moto {
@@ -225,12 +249,26 @@ impl Moto {
 
     /// With moto settings, e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0` to check every signature.
     pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
+        Moto::launch(env, None)
+    }
+
+    /// moto whose ECR tokens expire `ttl` from now (moto's own say 2015).
+    pub fn with_ecr_tokens_expiring_in(ttl: Duration) -> Moto {
+        let ttl = ttl.as_secs().to_string();
+        Moto::launch(
+            &[("QUAYSIDE_MOTO_ECR_TTL", &ttl)],
+            Some(MOTO_ECR_FUTURE_TOKENS),
+        )
+    }
+
+    fn launch(env: &[(&str, &str)], launcher: Option<&'static str>) -> Moto {
         let mut moto = Moto {
             child: None,
             env: env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            launcher,
             addr: free_loopback_addr(),
         };
         moto.restart();
@@ -252,7 +290,15 @@ impl Moto {
     /// Starts it again on the same address (empty: moto keeps data in memory).
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new("moto_server")
+        let mut command = match self.launcher {
+            None => Command::new("moto_server"),
+            Some(script) => {
+                let mut python = Command::new("python3");
+                python.args(["-c", script]);
+                python
+            }
+        };
+        let child = command
             .args(["-H", "127.0.0.1", "-p", &self.addr.port().to_string()])
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())

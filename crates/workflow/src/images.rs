@@ -102,7 +102,7 @@ pub fn image_name(location: &Location, app: &str, tag: &Tag) -> Result<String, N
 
 /// A registry `hostname` as operators write it (`https://myregistry.azurecr.io/`), as image
 /// names need it: without scheme or trailing slash, as Workflow's controller stripped it.
-fn bare_host(hostname: &str) -> &str {
+pub fn bare_host(hostname: &str) -> &str {
     let host = hostname.trim();
     let host = host
         .strip_prefix("https://")
