@@ -8,10 +8,17 @@ use aws_sdk_ecr::config::http::HttpResponse;
 use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use base64::Engine as _;
-use workflow::Secret;
-use workflow::location::Ecr;
+use images::location::Ecr;
+use secrets::Secret;
 
 use crate::{Credential, FetchError, Options};
+
+/// What [`EcrProvider::ensure_repository`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repository {
+    Created,
+    Existed,
+}
 
 pub struct EcrProvider {
     client: aws_sdk_ecr::Client,
@@ -76,9 +83,28 @@ impl EcrProvider {
         }
     }
 
-    /// The SDK client, for other ECR calls with the same credentials (CreateRepository).
-    pub fn client(&self) -> &aws_sdk_ecr::Client {
-        &self.client
+    /// Creates repository `name` unless it exists, as Deis's builder did before pushing.
+    pub async fn ensure_repository(&self, name: &str) -> Result<Repository, FetchError> {
+        let result = self
+            .client
+            .create_repository()
+            .repository_name(name)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Repository::Created),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_repository_already_exists_exception()) =>
+            {
+                Ok(Repository::Existed)
+            }
+            Err(e) => Err(FetchError::Unavailable(format!(
+                "ECR CreateRepository {name} in {}: {}",
+                self.region,
+                DisplayErrorContext(&e)
+            ))),
+        }
     }
 
     pub async fn fetch(&self) -> Result<Credential, FetchError> {

@@ -4,8 +4,8 @@
 use std::time::SystemTime;
 
 use gcp_auth::{CustomServiceAccount, TokenProvider};
-use workflow::Secret;
-use workflow::location::Gcr;
+use images::location::Gcr;
+use secrets::Secret;
 
 use crate::{Credential, FetchError};
 

@@ -91,8 +91,8 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrets::Secret;
     use std::time::Duration;
-    use workflow::Secret;
 
     #[test]
     fn request_and_response() {

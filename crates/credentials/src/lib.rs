@@ -1,6 +1,6 @@
 //! Registry credentials for each Workflow registry location, with the time they stop working.
 //!
-//! A [`Provider`] is built once from a [`workflow::Location`] and asked for a fresh
+//! A [`Provider`] is built once from a [`images::Location`] and asked for a fresh
 //! [`Credential`] whenever the caller decides (the token refresher asks at half-life, the kubelet
 //! plugin once per image pull it is asked about). Providers never cache: every
 //! [`Provider::fetch`] is one request to the issuer, so callers can count and schedule them.
@@ -13,6 +13,7 @@
 //! - `gcp_auth`: signs the RS256 JWT-bearer assertion with the key's private key and posts it to
 //!   the key's own `token_uri` (so a test can stand in for Google). One `CustomServiceAccount` is
 //!   made per fetch because it caches tokens until expiry and we decide when to refresh.
+//! - `images` (the location types and dockerconfigjson shapes), `secrets` (redacted values).
 
 mod ecr;
 mod gcr;
@@ -20,10 +21,10 @@ pub mod kubelet;
 
 use std::time::{Duration, SystemTime};
 
-use workflow::images::{DOCKER_HUB, dockerconfigjson, refresher_dockerconfigjson};
-use workflow::{Location, Secret};
+use images::{DOCKER_HUB, Location, dockerconfigjson, refresher_dockerconfigjson};
+use secrets::Secret;
 
-pub use ecr::EcrProvider;
+pub use ecr::{EcrProvider, Repository};
 pub use gcr::GcrProvider;
 
 /// What a registry accepts, for how long.
@@ -169,7 +170,7 @@ mod tests {
 
     #[tokio::test]
     async fn off_cluster_defaults_to_docker_hub() {
-        let location = Location::OffCluster(workflow::location::OffCluster {
+        let location = Location::OffCluster(images::location::OffCluster {
             hostname: String::new(),
             organization: "o".into(),
             username: "u".into(),

@@ -11,10 +11,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use images::Location;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
-use workflow::Location;
 
 use crate::credentials_cmd::LocationArgs;
 use crate::registry_cmd::StorageArgs;
@@ -152,9 +152,9 @@ async fn check_storage(report: &mut Report, storage: StorageArgs) {
     }
 }
 
-async fn check_login(report: &mut Report, location: &workflow::location::OffCluster) {
-    let host = match workflow::images::bare_host(&location.hostname) {
-        "" => registry_client::DOCKER_HUB_API,
+async fn check_login(report: &mut Report, location: &images::location::OffCluster) {
+    let host = match images::bare_host(&location.hostname) {
+        "" => images::DOCKER_HUB_API,
         host => host,
     };
     let credentials = registry_client::Credentials {

@@ -7,7 +7,8 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use credentials::{Provider, kubelet};
-use workflow::{Location, SecretDir};
+use images::Location;
+use secrets::SecretDir;
 
 use crate::ConfigError;
 
@@ -31,7 +32,7 @@ pub struct LocationArgs {
 
 impl LocationArgs {
     pub fn load(&self) -> Result<Location, ConfigError> {
-        Location::load_from(
+        workflow::location::load_from(
             &self.location,
             &crate::settings::origin("--location", "DEIS_REGISTRY_LOCATION"),
             &SecretDir::new(&self.registry_secret_dir),

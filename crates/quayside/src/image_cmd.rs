@@ -3,10 +3,8 @@
 use std::path::PathBuf;
 
 use base64::Engine as _;
-use registry_client::ImageRef;
-use workflow::images::{self, AppCredentials, Tag};
-use workflow::port;
-use workflow::{Location, Secret, SecretDir};
+use images::{AppCredentials, ImageRef, Location, Tag, port};
+use secrets::{Secret, SecretDir};
 
 use crate::ConfigError;
 
@@ -222,8 +220,9 @@ fn secret(s: &str) -> Result<Secret, std::convert::Infallible> {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let secret_dir = SecretDir::new(&args.registry_secret_dir);
     let origin = crate::settings::origin("--location", "DEIS_REGISTRY_LOCATION");
-    let location = Location::load_from(&args.location, &origin, &secret_dir, args.host_port)
-        .map_err(|errors| ConfigError(errors.join("\n")))?;
+    let location =
+        workflow::location::load_from(&args.location, &origin, &secret_dir, args.host_port)
+            .map_err(|errors| ConfigError(errors.join("\n")))?;
     let endpoint = args.aws_endpoint_url.clone();
     match args.command {
         Command::Name { app, sha, version } => {
@@ -404,27 +403,9 @@ async fn ensure_repo(
         aws_endpoint: endpoint,
     };
     let provider = credentials::EcrProvider::new(ecr, &options).await;
-    match provider
-        .client()
-        .create_repository()
-        .repository_name(app)
-        .send()
-        .await
-    {
-        Ok(_) => println!("created {app}"),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_repository_already_exists_exception()) =>
-        {
-            println!("exists {app}")
-        }
-        Err(e) => {
-            return Err(anyhow::anyhow!(
-                "ECR CreateRepository {app} in {}: {}",
-                ecr.region,
-                aws_sdk_ecr::error::DisplayErrorContext(&e)
-            ));
-        }
+    match provider.ensure_repository(app).await? {
+        credentials::Repository::Created => println!("created {app}"),
+        credentials::Repository::Existed => println!("exists {app}"),
     }
     Ok(())
 }

@@ -17,7 +17,6 @@ mod proxy_cmd;
 mod refresher_cmd;
 mod registry_cmd;
 mod settings;
-mod storage_setup;
 
 use std::process::ExitCode;
 

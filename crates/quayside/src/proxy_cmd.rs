@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use workflow::Secret;
+use secrets::Secret;
 
 use crate::ConfigError;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use refresher::{Config, Lease, Shared, Source};
-use workflow::SecretDir;
+use secrets::SecretDir;
 
 use crate::ConfigError;
 use crate::credentials_cmd::LocationArgs;
@@ -161,7 +161,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config()?;
     // Bad settings stop the start, with every problem at once; later changes to the mounted
     // secret are picked up while running.
-    if let workflow::Location::OnCluster { .. } = args.location.load()? {
+    if let images::Location::OnCluster { .. } = args.location.load()? {
         tracing::info!(
             "DEIS_REGISTRY_LOCATION=on-cluster: the in-cluster registry needs no pull secrets; nothing to refresh"
         );

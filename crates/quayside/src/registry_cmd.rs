@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use secrets::{Secret, SecretDir};
 use storage::Store;
-use workflow::{Secret, SecretDir, StorageInputs};
+use workflow::StorageInputs;
 
 use crate::ConfigError;
 
@@ -274,8 +275,21 @@ impl StorageArgs {
             .inputs()
             .resolve()
             .map_err(|e| ConfigError(e.to_string()))?;
-        let backend = crate::storage_setup::open(&settings, fsync).await?;
-        Ok((Store::new(backend, max_manifest_bytes), describe(&settings)))
+        let options = storage::Options {
+            fsync,
+            ..storage::Options::default()
+        };
+        let backend = storage::open(&settings, &options)
+            .await
+            .map_err(|e| match e {
+                storage::OpenError::Setting { setting, reason } => ConfigError(format!(
+                    "{}: {reason}",
+                    workflow::storage::where_to_set(setting)
+                ))
+                .into(),
+                other => anyhow::Error::new(other),
+            })?;
+        Ok((Store::new(backend, max_manifest_bytes), settings.describe()))
     }
 
     /// [`StorageArgs::open`] for tools that act on existing data (gc, fsck): a filesystem root
@@ -367,19 +381,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await
     .context("serving HTTP")
-}
-
-/// Where the data lives, for the start-up log line (never credentials).
-fn describe(settings: &workflow::StorageSettings) -> String {
-    use workflow::StorageSettings::*;
-    match settings {
-        Filesystem { root } => format!("filesystem:{}", root.display()),
-        S3 {
-            bucket, endpoint, ..
-        } => format!("s3:{bucket}@{}", endpoint.as_deref().unwrap_or("aws")),
-        Gcs { bucket, .. } => format!("gcs:{bucket}"),
-        Azure {
-            account, container, ..
-        } => format!("azure:{account}/{container}"),
-    }
 }

@@ -63,6 +63,12 @@ fn json_out(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// A CredentialProviderResponse's `cacheDuration` (`"1800s"`) in seconds.
+fn cache_seconds(response: &Value) -> u64 {
+    let duration = response["cacheDuration"].as_str().unwrap();
+    duration.trim_end_matches('s').parse().unwrap()
+}
+
 fn decode(auth: &Value) -> String {
     String::from_utf8(
         base64::engine::general_purpose::STANDARD
@@ -192,12 +198,7 @@ async fn gcr_as_a_kubelet_credential_provider() {
     let response = json_out(&out);
     assert_eq!(response["kind"], "CredentialProviderResponse");
     assert_eq!(response["cacheKeyType"], "Registry");
-    let seconds: u64 = response["cacheDuration"]
-        .as_str()
-        .unwrap()
-        .trim_end_matches('s')
-        .parse()
-        .unwrap();
+    let seconds = cache_seconds(&response);
     assert!((1790..=1800).contains(&seconds), "{seconds}");
     assert_eq!(
         response["auth"]["gcr.io"],
@@ -389,12 +390,7 @@ fn ecr_tokens_reach_app_namespaces_and_the_kubelet() {
     let request = r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest","image":"123456789012.dkr.ecr.us-west-2.amazonaws.com/web:v3"}"#;
     let response = json_out(&credentials("ecr", dir.path(), &aws, Some(request)));
     assert_eq!(response["cacheKeyType"], "Registry");
-    let seconds: u64 = response["cacheDuration"]
-        .as_str()
-        .unwrap()
-        .trim_end_matches('s')
-        .parse()
-        .unwrap();
+    let seconds = cache_seconds(&response);
     assert!((6 * 3600 - 10..=6 * 3600).contains(&seconds), "{seconds}");
     assert_eq!(
         response["auth"]["123456789012.dkr.ecr.us-west-2.amazonaws.com"],

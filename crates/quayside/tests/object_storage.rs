@@ -331,7 +331,6 @@ async fn redirect_sends_blob_gets_to_a_presigned_storage_url() {
 
 #[tokio::test]
 async fn azure_copy_waiter_signs_requests_azurite_accepts_and_refuses_a_wrong_key() {
-    use storage::Backend as _;
     use storage::azure::{CopyWaiter, SharedKey};
     let container = format!("cw-{}", uuid_like());
     let backend = testkit::azure_backend_in(&container).await;

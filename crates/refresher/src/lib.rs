@@ -19,7 +19,9 @@
 //! - `sha2`: the secret cache keeps a digest of each secret's data instead of the token.
 //! - `kube-lease-manager`: Lease-based leader election, with the lease held through
 //!   server-side-apply ownership of `holderIdentity`.
-//! - `prometheus-client` (metrics), `axum` + `serve` (probes and /metrics), `rand` (jitter).
+//! - `prometheus-client` (metrics), `axum` (probes and /metrics), `rand` (jitter).
+//! - `workflow` (reads the mounted registry-secret: this is Workflow's refresher), `images` (the
+//!   location types), `secrets` (the mounted directory).
 
 pub mod http;
 mod leader;

@@ -5,7 +5,8 @@
 use std::time::SystemTime;
 
 use credentials::Provider;
-use workflow::{Location, SecretDir};
+use images::Location;
+use secrets::SecretDir;
 
 use crate::schedule::{SECRET_POLL, after_failure, after_success};
 use crate::{Config, Shared};
@@ -21,7 +22,7 @@ pub struct Source {
 
 impl Source {
     pub fn load(&self) -> Result<Location, Vec<String>> {
-        Location::load(&self.location, &self.creds, 0)
+        workflow::location::load(&self.location, &self.creds, 0)
     }
 }
 

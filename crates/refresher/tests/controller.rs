@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use refresher::{Config, Lease, Shared, Source};
+use secrets::SecretDir;
 use serde_json::Value;
 use testkit::kube::FakeKube;
 use testkit::oauth::FakeOAuth;
 use tokio::sync::oneshot;
-use workflow::SecretDir;
 
 const OFF: &str = "private-registry-off-cluster";
 const GCR: &str = "private-registry-gcr";

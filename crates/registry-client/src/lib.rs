@@ -5,11 +5,11 @@
 //! trusts 127.0.0.0/8), HTTPS elsewhere.
 //!
 //! Dependencies: `reqwest` (HTTP with streaming bodies; already the workspace's client), `oci`
-//! (digests, manifest parsing), `base64` (Basic credentials).
+//! (digests, manifest parsing), `images` (image references by Docker's rules), `secrets`
+//! (passwords stay redacted), `base64` (Basic credentials).
 
 mod auth;
 pub mod copy;
-mod reference;
 
 use std::sync::Mutex;
 
@@ -17,9 +17,9 @@ use bytes::Bytes;
 use futures_util::Stream;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{RequestBuilder, Response, StatusCode};
-use workflow::Secret;
+use secrets::Secret;
 
-pub use reference::{DOCKER_HUB_API, ImageRef, ReferenceError};
+pub use images::{DOCKER_HUB_API, ImageRef, ReferenceError};
 
 /// Every manifest kind we copy, best first.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \

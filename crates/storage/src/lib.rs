@@ -10,7 +10,10 @@
 //! unreferenced blob, never a partial one under a digest's name.
 //!
 //! Dependencies: `tokio` file I/O for the filesystem backend, `async-trait` so backends are trait
-//! objects chosen at start-up, `uuid` for upload ids, `humantime` for distribution's `startedat`.
+//! objects chosen at start-up, `uuid` for upload ids, `humantime` for distribution's `startedat`,
+//! `object_store` for S3, GCS and Azure (one maintained client per service, with signing, retries
+//! and multipart uploads; [`open`] builds them), `reqwest` for the provisioning requests
+//! object_store lacks, `hmac`/`sha2`/`base64` for Azure's SharedKey signature on them.
 
 pub mod azure;
 pub mod backend;
@@ -22,6 +25,7 @@ pub mod layout;
 mod listing;
 mod manifests;
 pub mod object;
+pub mod open;
 pub mod provision;
 mod store;
 mod uploads;
@@ -34,4 +38,5 @@ pub use layout::UploadId;
 pub use listing::Page;
 pub use manifests::{ManifestContent, PutManifest};
 pub use object::ObjectBackend;
+pub use open::{OpenError, Options, Setting, Settings, open};
 pub use store::{Store, StoreError};

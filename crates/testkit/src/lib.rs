@@ -16,7 +16,8 @@ pub mod tools;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use storage::{Backend, FsBackend, ObjectBackend, Store};
+use secrets::Secret;
+use storage::{Backend, FsBackend, Store};
 use tempfile::TempDir;
 
 /// Installs the process-wide rustls provider (ring) once; reqwest and object_store need it.
@@ -62,35 +63,39 @@ pub fn azure_endpoint() -> String {
     })
 }
 
-/// A fresh container on the test Azurite server, and the backend the registry uses for it.
-pub async fn azure_backend() -> ObjectBackend {
-    azure_backend_in(&format!("t-{}", uuid::Uuid::new_v4())).await
-}
-
-/// The backend for `container` (created if missing) on the test Azurite server.
-pub async fn azure_backend_in(container: &str) -> ObjectBackend {
-    install_crypto();
-    let container = container.to_owned();
-    let endpoint = azure_endpoint();
-    storage::provision::ensure_azure_container(&endpoint, AZURITE_ACCOUNT, AZURITE_KEY, &container)
-        .await
-        .expect("create container");
-    let azure = object_store::azure::MicrosoftAzureBuilder::new()
-        .with_account(AZURITE_ACCOUNT)
-        .with_access_key(AZURITE_KEY)
-        .with_container_name(&container)
-        .with_endpoint(endpoint.clone())
-        .with_allow_http(true)
-        .with_retry(object_store::RetryConfig {
+/// How tests open storage: production's [`storage::open`] with no fsync, one quick retry, and a
+/// 1 MiB S3 copy limit (S3's is 5 GiB), so that blobs over 1 MiB take the streamed copy and
+/// smaller ones the server-side copy, both within the suite.
+pub fn storage_options() -> storage::Options {
+    storage::Options {
+        fsync: false,
+        retry: object_store::RetryConfig {
             max_retries: 1,
             retry_timeout: std::time::Duration::from_secs(5),
             ..Default::default()
-        })
-        .build()
-        .expect("Azure client");
-    let key = storage::azure::SharedKey::new(AZURITE_ACCOUNT, AZURITE_KEY).expect("key");
-    let waiter = storage::azure::CopyWaiter::new(&endpoint, &container, key);
-    ObjectBackend::new(Arc::new(azure), "").with_copy_waiter(waiter)
+        },
+        s3_copy_limit: 1 << 20,
+    }
+}
+
+/// Opens `settings` as the registry does (bucket or container created), with test options.
+pub async fn open_storage(settings: &storage::Settings) -> Arc<dyn Backend> {
+    install_crypto();
+    storage::open(settings, &storage_options())
+        .await
+        .unwrap_or_else(|e| panic!("opening {}: {e}", settings.describe()))
+}
+
+/// The backend for `container` (created if missing) on the test Azurite server.
+pub async fn azure_backend_in(container: &str) -> Arc<dyn Backend> {
+    open_storage(&storage::Settings::Azure {
+        account: AZURITE_ACCOUNT.to_owned(),
+        key: Secret::new(AZURITE_KEY),
+        container: container.to_owned(),
+        endpoint: Some(azure_endpoint()),
+        root: String::new(),
+    })
+    .await
 }
 
 /// The S3 endpoint of the moto server the test command started. Tests fail without it rather
@@ -101,41 +106,19 @@ pub fn s3_endpoint() -> String {
     })
 }
 
-/// A fresh bucket on the test S3 server (moto accepts an unsigned create).
-pub async fn s3_bucket() -> String {
-    let bucket = format!("t-{}", uuid::Uuid::new_v4());
-    let endpoint = s3_endpoint();
-    let addr: SocketAddr = endpoint
-        .trim_start_matches("http://")
-        .parse()
-        .expect("QUAYSIDE_TEST_S3_ENDPOINT is http://<ip>:<port>");
-    let request = format!(
-        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    let (status, body) = raw_http(addr, request.as_bytes()).await;
-    assert_eq!(status, 200, "creating bucket {bucket}: {body}");
-    bucket
-}
-
-/// An S3 client for `bucket` on the test server: static credentials and a loopback endpoint, so
-/// nothing falls back to instance metadata.
-pub fn s3_store(bucket: &str) -> Arc<dyn storage::object::MultipartObjectStore> {
-    install_crypto();
-    let s3 = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(s3_endpoint())
-        .with_allow_http(true)
-        .with_bucket_name(bucket)
-        .with_region("us-east-1")
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .with_retry(object_store::RetryConfig {
-            max_retries: 1,
-            retry_timeout: std::time::Duration::from_secs(5),
-            ..Default::default()
-        })
-        .build()
-        .expect("S3 client");
-    Arc::new(s3)
+/// A fresh bucket (created by provisioning, as the registry creates it) on the test S3 server,
+/// with static credentials and a loopback endpoint, so nothing falls back to instance metadata.
+pub async fn s3_backend() -> Arc<dyn Backend> {
+    open_storage(&storage::Settings::S3 {
+        bucket: format!("t-{}", uuid::Uuid::new_v4()),
+        region: "us-east-1".to_owned(),
+        endpoint: Some(s3_endpoint()),
+        access_key: Some(Secret::new("test")),
+        secret_key: Some(Secret::new("test")),
+        path_style: true,
+        root: String::new(),
+    })
+    .await
 }
 
 /// A registry served in-process over real HTTP on 127.0.0.1.
@@ -157,25 +140,21 @@ impl Server {
                 let dir = tempfile::tempdir().expect("tempdir");
                 (Arc::new(FsBackend::new(dir.path(), false)), Some(dir))
             }
-            Kind::S3 => {
-                let store = s3_store(&s3_bucket().await);
-                // A 1 MiB copy limit (S3's is 5 GiB) so that blobs over 1 MiB take the streamed
-                // copy and smaller ones the server-side copy, both within the suite.
-                let backend = ObjectBackend::new(store, "").with_copy_limit(1 << 20);
-                (Arc::new(backend), None)
+            Kind::S3 => (s3_backend().await, None),
+            Kind::Azure => {
+                let container = format!("t-{}", uuid::Uuid::new_v4());
+                (azure_backend_in(&container).await, None)
             }
-            Kind::Azure => (Arc::new(azure_backend().await), None),
             Kind::Gcs => {
-                install_crypto();
                 let fake = gcs::FakeGcs::start().await;
                 let key = tempfile::NamedTempFile::new().expect("key file");
                 std::fs::write(key.path(), fake.key_json()).expect("write key");
-                let gcs = object_store::gcp::GoogleCloudStorageBuilder::new()
-                    .with_bucket_name("registry")
-                    .with_service_account_path(key.path().display().to_string())
-                    .build()
-                    .expect("GCS client");
-                (Arc::new(ObjectBackend::new(Arc::new(gcs), "")), None)
+                let settings = storage::Settings::Gcs {
+                    bucket: "registry".to_owned(),
+                    key_file: key.path().to_owned(),
+                    root: String::new(),
+                };
+                (open_storage(&settings).await, None)
             }
         };
         let store = Store::new(backend.clone(), max_manifest);

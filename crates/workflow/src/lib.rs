@@ -1,18 +1,14 @@
-//! Deis Workflow compatibility: reading the secrets Workflow mounts into its pods, and turning
-//! Workflow's settings into typed configuration: `REGISTRY_STORAGE` with the
-//! `objectstorage-keyfile` secret ([`storage`]), `DEIS_REGISTRY_LOCATION` with the
-//! `registry-secret` ([`location`]), and the controller's and builder's registry decisions:
-//! image names and pull secrets ([`images`]), the port an app gets ([`port`]). Pure apart from reading the mounted files; no
-//! network, no cloud SDKs: those live with the parts that use them.
+//! Deis Workflow's inputs turned into the typed settings of the crates below: the secrets Workflow
+//! mounts into its pods and the env vars it sets. `DEIS_REGISTRY_LOCATION` with the
+//! `registry-secret` becomes an [`images::Location`] ([`location`]); `REGISTRY_STORAGE` with the
+//! `objectstorage-keyfile` secret becomes storage settings ([`storage`]). This is the edge
+//! adapter: nothing below the binary and Workflow's own components depends on it. Pure apart
+//! from reading the mounted files.
 //!
-//! Dependencies: `serde_json` (key files, dockerconfigjson), `base64` (docker `auth` values).
+//! Dependencies: `images` (the location types), `storage` (its settings type), `secrets` (mounted secret directories, redacted
+//! values), `serde_json` (the GCS key's project_id).
 
-pub mod images;
 pub mod location;
-pub mod port;
-pub mod secret;
 pub mod storage;
 
-pub use location::Location;
-pub use secret::{Secret, SecretDir};
-pub use storage::{StorageError, StorageInputs, StorageSettings};
+pub use self::storage::{StorageError, StorageInputs};

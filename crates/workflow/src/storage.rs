@@ -8,7 +8,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::secret::{Secret, SecretDir};
+use ::storage::Settings;
+use secrets::{Secret, SecretDir};
 
 /// Flags and env vars as parsed (`None`: not given), plus the mounted key files.
 #[derive(Debug, Default)]
@@ -34,37 +35,6 @@ pub struct StorageInputs {
     pub minio_port: Option<String>,
     /// Prefix of every key in the bucket (distribution's `rootdirectory`).
     pub root_directory: Option<String>,
-}
-
-/// Where the registry's data lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StorageSettings {
-    Filesystem {
-        root: PathBuf,
-    },
-    S3 {
-        bucket: String,
-        region: String,
-        /// Any S3-compatible endpoint; `None` is AWS.
-        endpoint: Option<String>,
-        /// `None` for both: the default credential chain (env, profile, IRSA, instance role).
-        access_key: Option<Secret>,
-        secret_key: Option<Secret>,
-        path_style: bool,
-        root: String,
-    },
-    Gcs {
-        bucket: String,
-        key_file: PathBuf,
-        root: String,
-    },
-    Azure {
-        account: String,
-        key: Secret,
-        container: String,
-        endpoint: Option<String>,
-        root: String,
-    },
 }
 
 /// Every configuration problem found, one per line.
@@ -140,6 +110,23 @@ const MINIO_PORT: Key = Key {
     file: None,
 };
 
+/// How an operator sets `setting` (flag, env var, key file), for storage's errors.
+pub fn where_to_set(setting: ::storage::Setting) -> String {
+    use ::storage::Setting::*;
+    let key = match setting {
+        FilesystemRoot => return "--data-dir / QUAYSIDE_DATA_DIR".to_owned(),
+        S3Bucket => S3_BUCKET,
+        GcsBucket => GCS_BUCKET,
+        GcsKeyFile => GCS_KEY,
+        AzureKey => AZ_KEY,
+        AzureContainer => AZ_CONTAINER,
+    };
+    match key.file {
+        Some(file) => format!("{} / {} / key file {file}", key.flag, key.env),
+        None => format!("{} / {}", key.flag, key.env),
+    }
+}
+
 struct Resolver<'a> {
     storage: &'a str,
     creds: Option<&'a SecretDir>,
@@ -188,7 +175,7 @@ impl Resolver<'_> {
 }
 
 impl StorageInputs {
-    pub fn resolve(&self) -> Result<StorageSettings, StorageError> {
+    pub fn resolve(&self) -> Result<Settings, StorageError> {
         let storage = self.storage.as_deref().unwrap_or("filesystem").trim();
         let mut r = Resolver {
             storage,
@@ -207,14 +194,14 @@ impl StorageInputs {
             )
         };
         let settings = match storage {
-            "" | "filesystem" => StorageSettings::Filesystem {
+            "" | "filesystem" => Settings::Filesystem {
                 root: self.filesystem_root.clone(),
             },
             "s3" => {
                 let bucket = r.required(self.s3_bucket.as_deref(), &S3_BUCKET, "the bucket");
                 let region = r.required(self.s3_region.as_deref(), &S3_REGION, "the region");
                 let (access_key, secret_key) = s3_keys(&r);
-                StorageSettings::S3 {
+                Settings::S3 {
                     bucket,
                     region,
                     endpoint: self.s3_endpoint.clone().filter(|e| !e.is_empty()),
@@ -238,7 +225,7 @@ impl StorageInputs {
                     "the MinIO service port",
                 );
                 let (access_key, secret_key) = s3_keys(&r);
-                StorageSettings::S3 {
+                Settings::S3 {
                     bucket: "registry".into(),
                     region: "us-east-1".into(),
                     endpoint: Some(format!("http://{host}:{port}")),
@@ -260,13 +247,13 @@ impl StorageInputs {
                         }
                     },
                 };
-                StorageSettings::Gcs {
+                Settings::Gcs {
                     bucket,
                     key_file,
                     root,
                 }
             }
-            "azure" => StorageSettings::Azure {
+            "azure" => Settings::Azure {
                 account: r.required(
                     self.azure_account.as_deref(),
                     &AZ_ACCOUNT,
@@ -338,7 +325,7 @@ mod tests {
         let s = inputs("s3", c).resolve().unwrap();
         assert_eq!(
             s,
-            StorageSettings::S3 {
+            Settings::S3 {
                 bucket: "regs".into(),
                 region: "us-west-2".into(),
                 endpoint: None,
@@ -361,7 +348,7 @@ mod tests {
         ]);
         let mut i = inputs("s3", c);
         i.s3_bucket = Some("other".into());
-        let StorageSettings::S3 {
+        let Settings::S3 {
             bucket,
             access_key,
             secret_key,
@@ -402,7 +389,7 @@ mod tests {
         let mut i = inputs("minio", c);
         i.minio_host = Some("10.0.0.5".into());
         i.minio_port = Some("9000".into());
-        let StorageSettings::S3 {
+        let Settings::S3 {
             bucket,
             region,
             endpoint,
@@ -429,7 +416,7 @@ mod tests {
         let s = inputs("gcs", c).resolve().unwrap();
         assert_eq!(
             s,
-            StorageSettings::Gcs {
+            Settings::Gcs {
                 bucket: "b".into(),
                 key_file: d.path().join("key.json"),
                 root: String::new()
@@ -448,7 +435,7 @@ mod tests {
             ("registry-container", "regs"),
         ]);
         let s = inputs("azure", c).resolve().unwrap();
-        let StorageSettings::Azure {
+        let Settings::Azure {
             account,
             key,
             container,
@@ -478,7 +465,7 @@ mod tests {
         };
         assert_eq!(
             i.resolve().unwrap(),
-            StorageSettings::Filesystem {
+            Settings::Filesystem {
                 root: "/data".into()
             }
         );

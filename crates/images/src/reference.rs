@@ -7,6 +7,14 @@ use std::fmt;
 /// The API host of Docker Hub (`docker.io` in names).
 pub const DOCKER_HUB_API: &str = "registry-1.docker.io";
 
+/// Docker's rule: `(host, rest)` when the first path component names a host (it contains `.`
+/// or `:`, or is `localhost`); `None` when the image is on Docker Hub.
+pub(crate) fn split_host(image: &str) -> Option<(&str, &str)> {
+    image
+        .split_once('/')
+        .filter(|(first, _)| first.contains(['.', ':']) || *first == "localhost")
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageRef {
     /// The registry's API host (`registry-1.docker.io` for Docker Hub).
@@ -30,14 +38,7 @@ impl ImageRef {
             }
             None => (text, None),
         };
-        let (host, path) = match rest.split_once('/') {
-            Some((first, path))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
-                (first, path)
-            }
-            _ => ("docker.io", rest),
-        };
+        let (host, path) = split_host(rest).unwrap_or(("docker.io", rest));
         // A tag follows the last ':' after the last '/' (a port's ':' is in the host).
         let (path, tag) = match path.rsplit_once(':') {
             Some((p, t)) if !t.contains('/') => (p, Some(t)),

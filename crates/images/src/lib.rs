@@ -1,10 +1,21 @@
-//! The registry decisions of Workflow's controller and builder (deis-registry-spec §5): the image
-//! name an app's build gets for each location, and the pull secret its pods need.
+//! Where app images live and what they are called: the one home of the image rules of Workflow's
+//! controller and builder (deis-registry-spec §5) — the registry [`location`]s, image
+//! references with Docker's host rule ([`ImageRef`]), the image name an app's build gets for each
+//! location, the pull secret its pods need and the `.dockerconfigjson` shapes Workflow wrote,
+//! reserved names, the EXPOSEd port and the controller's [`port`] rules. Pure: no I/O.
+//!
+//! Dependencies: `oci` (repository names, tags, digests), `secrets` (passwords stay redacted),
+//! `base64` (the `auth` field), `serde_json` (dockerconfigjson, image configs).
+
+pub mod location;
+pub mod port;
+mod reference;
 
 use base64::Engine as _;
+use secrets::Secret;
 
-use crate::location::Location;
-use crate::secret::Secret;
+pub use location::Location;
+pub use reference::{DOCKER_HUB_API, ImageRef, ReferenceError};
 
 /// Docker Hub's key in a dockerconfigjson `auths` map.
 pub const DOCKER_HUB: &str = "https://index.docker.io/v1/";
@@ -114,10 +125,7 @@ pub fn bare_host(hostname: &str) -> &str {
 /// The registry host of an image reference by Docker's rule: the first path component is a host
 /// if it contains `.` or `:` or is `localhost`; otherwise the image is on Docker Hub.
 pub fn registry_host(image: &str) -> &str {
-    match image.split_once('/') {
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
-        _ => DOCKER_HUB,
-    }
+    reference::split_host(image).map_or(DOCKER_HUB, |(host, _)| host)
 }
 
 /// An app's own registry credentials (`deis registry:set`).
