@@ -397,4 +397,13 @@ mod tests {
             .is_err()
         );
     }
+
+    #[test]
+    fn token_responses_keep_the_token_out_of_debug() {
+        let issuer = TokenIssuer::new(b"0123456789abcdef0123456789abcdef".to_vec(), "registry", 60);
+        let response = issuer.issue(Some("alice"), &[]);
+        assert!(response.token.len() > 20);
+        let debug = format!("{response:?}");
+        assert!(!debug.contains(&response.token), "{debug}");
+    }
 }

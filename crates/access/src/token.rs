@@ -45,13 +45,24 @@ struct Grant {
     actions: Vec<Action>,
 }
 
-/// What the token endpoint answers (both names, as clients read either).
-#[derive(Debug, Serialize)]
+/// What the token endpoint answers (both names, as clients read either). `Debug` leaves the
+/// token out.
+#[derive(Serialize)]
 pub struct TokenResponse {
     pub token: String,
     pub access_token: String,
     pub expires_in: u64,
     pub issued_at: String,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("token", &"<redacted>")
+            .field("expires_in", &self.expires_in)
+            .field("issued_at", &self.issued_at)
+            .finish()
+    }
 }
 
 impl TokenIssuer {

@@ -29,10 +29,20 @@ pub struct Response {
     auth: std::collections::BTreeMap<String, AuthConfig>,
 }
 
-#[derive(Debug, Serialize)]
+/// `Debug` leaves the password out.
+#[derive(Serialize)]
 struct AuthConfig {
     username: String,
     password: String,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,5 +130,7 @@ mod tests {
         assert_eq!(v["cacheKeyType"], "Registry");
         assert_eq!(v["cacheDuration"], "1800s");
         assert_eq!(v["auth"]["gcr.io"]["password"], "tok");
+        let debug = format!("{:?}", Response::new(&c, now));
+        assert!(!debug.contains("\"tok\""), "{debug}");
     }
 }

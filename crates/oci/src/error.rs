@@ -63,6 +63,11 @@ codes! {
     PaginationNumberInvalid = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested";
     TagInvalid = "TAG_INVALID", 400, "manifest tag did not match URI";
     Unavailable = "UNAVAILABLE", 503, "service unavailable";
+    // The node proxy's three: Docker 1.3-1.5 (v1 only, the original's nginx rule), and the
+    // registry behind it unreachable or slow.
+    ClientTooOld = "UNSUPPORTED", 404, "this Docker client is too old for the v2 registry API";
+    BadGateway = "UNAVAILABLE", 502, "the registry behind this proxy is unreachable";
+    GatewayTimeout = "UNAVAILABLE", 504, "the registry behind this proxy did not answer in time";
     Unknown = "UNKNOWN", 500, "unknown error";
 }
 
@@ -79,7 +84,13 @@ mod tests {
     #[test]
     fn client_errors_are_4xx() {
         for code in ErrorCode::ALL {
-            let server_side = matches!(code, ErrorCode::Unavailable | ErrorCode::Unknown);
+            let server_side = matches!(
+                code,
+                ErrorCode::Unavailable
+                    | ErrorCode::Unknown
+                    | ErrorCode::BadGateway
+                    | ErrorCode::GatewayTimeout
+            );
             assert_eq!(code.status() >= 500, server_side, "{code:?}");
         }
     }

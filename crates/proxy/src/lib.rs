@@ -26,6 +26,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use oci::ErrorCode;
 
 #[derive(Clone)]
 pub struct Config {
@@ -149,17 +150,14 @@ fn refusal(config: &Config, req: &Request) -> Option<Response> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if is_ancient_docker(agent) {
-        return Some(oci_error(
-            StatusCode::NOT_FOUND,
-            "UNSUPPORTED",
-            "this Docker client is too old for the v2 registry API",
-        ));
+        return Some(oci_error(ErrorCode::ClientTooOld, None));
     }
     if config.read_only && !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return Some(oci_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "UNSUPPORTED",
-            "this node proxy is read-only: pushes go to the registry Service, not through 127.0.0.1",
+            ErrorCode::Unsupported,
+            Some(
+                "this node proxy is read-only: pushes go to the registry Service, not through 127.0.0.1",
+            ),
         ));
     }
     None
@@ -198,7 +196,7 @@ async fn relay(proxy: &Proxy, peer: SocketAddr, req: Request) -> Response {
         .to_owned();
     parts.uri = match format!("http://{}{path}", proxy.config.upstream).parse() {
         Ok(uri) => uri,
-        Err(_) => return oci_error(StatusCode::BAD_REQUEST, "UNSUPPORTED", "bad request path"),
+        Err(_) => return oci_error(ErrorCode::QueryInvalid, Some("bad request path")),
     };
     strip_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, peer);
@@ -216,17 +214,9 @@ async fn relay(proxy: &Proxy, peer: SocketAddr, req: Request) -> Response {
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "registry unreachable");
-            oci_error(
-                StatusCode::BAD_GATEWAY,
-                "UNAVAILABLE",
-                "the registry behind this proxy is unreachable",
-            )
+            oci_error(ErrorCode::BadGateway, None)
         }
-        Err(_) => oci_error(
-            StatusCode::GATEWAY_TIMEOUT,
-            "UNAVAILABLE",
-            "the registry behind this proxy did not answer in time",
-        ),
+        Err(_) => oci_error(ErrorCode::GatewayTimeout, None),
     }
 }
 
@@ -288,8 +278,11 @@ fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr) {
     }
 }
 
-fn oci_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({"errors": [{"code": code, "message": message, "detail": null}]});
+/// An OCI error body with the code's status from `oci`'s table (and its message unless given).
+fn oci_error(code: ErrorCode, message: Option<&str>) -> Response {
+    let message = message.unwrap_or(code.message());
+    let body = serde_json::json!({"errors": [{"code": code.as_str(), "message": message, "detail": null}]});
+    let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, axum::Json(body)).into_response()
 }
 

@@ -224,6 +224,7 @@ async fn lead(client: Client, config: Arc<Config>, source: Source, shared: Arc<S
         secrets: reader,
         secrets_listed,
         patched: Default::default(),
+        failures: Default::default(),
     });
     let controller = Controller::for_stream(namespace_events, namespace_reader)
         .with_config(controller::Config::default().concurrency(config.concurrency))

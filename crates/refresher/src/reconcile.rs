@@ -4,7 +4,7 @@
 //! cheap: a namespace whose secret already holds the current credential costs no request, so the
 //! periodic resync and the wake-up after every refresh only write where something differs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -35,12 +35,24 @@ pub struct Context {
     pub secrets_listed: Arc<AtomicBool>,
     /// Namespaces (by uid) whose ServiceAccounts already list the secret.
     pub patched: Mutex<HashSet<String>>,
+    /// Consecutive failed reconciles per namespace name, for [`error_policy`]'s back-off.
+    pub failures: Mutex<HashMap<String, u32>>,
 }
 
 pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let result = reconcile_once(&ns, &ctx).await;
+    if result.is_ok()
+        && let Ok(mut failures) = ctx.failures.lock()
+    {
+        failures.remove(&ns.name_any());
+    }
+    result
+}
+
+async fn reconcile_once(ns: &Namespace, ctx: &Context) -> Result<Action, Error> {
     let name = ns.name_any();
     let resync = Action::requeue(ctx.config.resync);
-    if !ctx.config.selects(&name) || terminating(&ns) {
+    if !ctx.config.selects(&name) || terminating(ns) {
         return Ok(Action::await_change());
     }
     // Never write an expired token; a new credential wakes every namespace.
@@ -58,8 +70,8 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
     if !ctx.secrets_listed.load(Ordering::Acquire) {
         return Ok(Action::requeue(CACHE_NOT_READY_RETRY));
     }
-    if !holds(&ctx, &name, desired.expose().as_bytes()) {
-        match write_secret(&ctx, &name, desired.expose()).await {
+    if !holds(ctx, &name, desired.expose().as_bytes()) {
+        match write_secret(ctx, &name, desired.expose()).await {
             Ok(()) => {
                 ctx.shared.metrics.secrets_written.inc();
                 tracing::info!(namespace = %name, secret = %ctx.config.secret_name, "wrote pull secret");
@@ -85,7 +97,7 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
     {
         return Ok(resync);
     }
-    match patch_service_accounts(&ctx, &name).await {
+    match patch_service_accounts(ctx, &name).await {
         Ok(()) => {
             if let Ok(mut p) = ctx.patched.lock() {
                 p.insert(uid);
@@ -97,11 +109,19 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
     }
 }
 
-/// Retries a failing namespace with back-off, without stopping the others.
+/// Retries a failing namespace with back-off (1 s doubling to 5 min, as token fetches), without
+/// stopping the others.
 pub fn error_policy(ns: Arc<Namespace>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.shared.metrics.error("kube");
-    tracing::warn!(namespace = %ns.name_any(), %error, "writing the pull secret failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    let name = ns.name_any();
+    let attempt = ctx.failures.lock().map_or(1, |mut failures| {
+        let n = failures.entry(name.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    });
+    let wait = crate::schedule::after_failure(attempt);
+    tracing::warn!(namespace = %name, %error, attempt, retry_in_s = wait.as_secs(), "writing the pull secret failed; retrying");
+    Action::requeue(wait)
 }
 
 fn terminating(ns: &Namespace) -> bool {

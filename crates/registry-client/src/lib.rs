@@ -54,11 +54,13 @@ pub enum Error {
     },
     #[error("{registry}: {message}")]
     Protocol { registry: String, message: String },
+    /// The HTTP client's error (its URL left out: it may carry a presigned query), kept opaque
+    /// so callers do not depend on which HTTP client this is.
     #[error("cannot reach {registry}: {source}")]
     Http {
         registry: String,
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -122,8 +124,14 @@ impl Client {
         let resp = self.check(resp, op, || format!("manifest {text}")).await?;
         let media_type = header(&resp, CONTENT_TYPE).unwrap_or_default();
         let body = resp.bytes().await.map_err(|e| self.http_error(e))?;
-        let digest = oci::Digest::of(oci::Algorithm::Sha256, &body);
-        if image.reference.contains(':') && image.reference != digest.to_string() {
+        // By digest: verified with the digest's own algorithm; by tag: named by sha256, as
+        // registries name what they serve.
+        let asked: Option<oci::Digest> = image.reference.parse().ok();
+        let algorithm = asked
+            .as_ref()
+            .map_or(oci::Algorithm::Sha256, oci::Digest::algorithm);
+        let digest = oci::Digest::of(algorithm, &body);
+        if asked.is_some_and(|asked| asked != digest) {
             return Err(self.protocol(format!("manifest {text} has digest {digest}")));
         }
         let media_type = match media_type.split(';').next().map(str::trim) {
@@ -334,13 +342,7 @@ impl Client {
         if status.is_success() {
             return Ok(resp);
         }
-        let body: String = resp
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(300)
-            .collect();
+        let body = error_text(&resp.text().await.unwrap_or_default());
         Err(match status {
             StatusCode::UNAUTHORIZED => self.auth_error(op, auth::AuthError::Refused),
             StatusCode::FORBIDDEN => Error::Denied {
@@ -378,7 +380,7 @@ impl Client {
     pub(crate) fn http_error(&self, source: reqwest::Error) -> Error {
         Error::Http {
             registry: self.registry.clone(),
-            source: source.without_url(),
+            source: Box::new(source.without_url()),
         }
     }
 
@@ -436,9 +438,50 @@ impl<'a> Op<'a> {
     }
 }
 
+/// A registry's error body as an operator reads it: the OCI errors' `CODE: message` pairs, or
+/// the start of whatever else it sent.
+fn error_text(body: &str) -> String {
+    let parsed: Option<Vec<String>> = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["errors"].as_array().cloned())
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    let code = e["code"].as_str().unwrap_or("UNKNOWN");
+                    match e["message"].as_str() {
+                        Some(message) if !message.is_empty() => format!("{code}: {message}"),
+                        _ => code.to_owned(),
+                    }
+                })
+                .collect()
+        });
+    match parsed {
+        Some(errors) if !errors.is_empty() => errors.join("; "),
+        _ => body.chars().take(300).collect(),
+    }
+}
+
 fn header(resp: &Response, name: reqwest::header::HeaderName) -> Option<String> {
     resp.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn oci_error_bodies_read_as_codes_and_messages() {
+        let body = r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied","detail":null},{"code":"UNAUTHORIZED"}]}"#;
+        assert_eq!(
+            error_text(body),
+            "DENIED: requested access to the resource is denied; UNAUTHORIZED"
+        );
+        let html = format!("<html>{}</html>", "x".repeat(500));
+        assert_eq!(error_text(&html).len(), 300);
+        assert_eq!(error_text(r#"{"errors":[]}"#), r#"{"errors":[]}"#);
+    }
 }

@@ -74,7 +74,7 @@ impl Done {
         m.requests
             .get_or_create(&RequestLabels {
                 route: self.route,
-                method: self.method.to_string(),
+                method: crate::metrics::method_label(&self.method),
                 status: self.status.as_u16(),
             })
             .inc();

@@ -1115,6 +1115,13 @@ async fn metrics_count_requests_and_bytes(kind: Kind) {
         .send()
         .await
         .unwrap();
+    // A made-up method must not become a label value of its own.
+    let brew = reqwest::Method::from_bytes(b"BREW").unwrap();
+    client()
+        .request(brew, s.url("/v2/r/tags/list"))
+        .send()
+        .await
+        .unwrap();
     let text = client()
         .get(s.url("/metrics"))
         .send()
@@ -1134,6 +1141,8 @@ async fn metrics_count_requests_and_bytes(kind: Kind) {
     );
     assert!(text.contains(r#"quayside_http_received_bytes_total{route="upload"} 12345"#));
     assert!(text.contains("quayside_http_request_duration_seconds_bucket"));
+    assert!(text.contains(r#"method="other""#), "{text}");
+    assert!(!text.contains("BREW"), "{text}");
 }
 
 /// Instantiates every test above once per backend.

@@ -1,6 +1,8 @@
 //! Test support shared by every crate's tests: a registry served in-process on a real loopback
 //! listener, the `quayside` binary run as a child process (its address read from its own log, so
-//! no port is ever guessed), and real OCI images (tar layers) written as OCI layouts on disk.
+//! no port is ever guessed; moto says which port it bound too), and real OCI images (tar layers)
+//! written as OCI layouts on disk. Only distribution, which cannot report a port, is started on
+//! one found free, and on another when that one turns out taken.
 //!
 //! `tar` builds real layer archives, so that containerd can unpack what the tests push;
 //! `serde-saphyr` reads helm's multi-document output (the YAML crate `access` already uses).

@@ -168,8 +168,18 @@ impl Distribution {
     }
 
     /// Runs with `config` (a whole config.yml without its `http` section) on a free port.
+    /// distribution cannot be told to bind port 0 and report it, so a port free a moment ago is
+    /// tried, and another if it turns out taken (distribution exits, or something else answers).
     pub fn start_with_storage(config_yml: &str) -> Distribution {
-        let addr = free_loopback_addr();
+        for _ in 0..5 {
+            if let Some(peer) = Distribution::try_start(config_yml, free_loopback_addr()) {
+                return peer;
+            }
+        }
+        panic!("docker-registry did not start on any of 5 free ports");
+    }
+
+    fn try_start(config_yml: &str, addr: SocketAddr) -> Option<Distribution> {
         let config = tempfile::tempdir().expect("tempdir");
         let yml = format!("{config_yml}http:\n  addr: {addr}\n");
         std::fs::write(config.path().join("config.yml"), yml).expect("config");
@@ -182,20 +192,40 @@ impl Distribution {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn docker-registry (the test command installs it)");
-        let peer = Distribution {
+        let mut peer = Distribution {
             child,
             addr,
             _config: config,
         };
-        // distribution logs nothing machine-readable about readiness; connect until it accepts.
+        // distribution logs nothing machine-readable about readiness: ask until it answers as
+        // distribution does, or exits (dropping `peer` kills it).
         for _ in 0..300 {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return peer;
+            if peer.child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
+            if let Some(answer) = ping(addr) {
+                let ours = answer
+                    .to_ascii_lowercase()
+                    .contains("docker-distribution-api-version");
+                return ours.then_some(peer);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("docker-registry did not start on {addr}"); // dropping `peer` kills it
+        None
     }
+}
+
+/// `GET /v2/` over a plain connection: the response head, or `None` when nothing listens.
+fn ping(addr: SocketAddr) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(b"GET /v2/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut head = vec![0u8; 4096];
+    let n = stream.read(&mut head).ok()?;
+    Some(String::from_utf8_lossy(&head[..n]).into_owned())
 }
 
 impl Drop for Distribution {
@@ -269,7 +299,8 @@ impl Moto {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             launcher,
-            addr: free_loopback_addr(),
+            // Port 0: moto binds a free port itself and says which (no port is guessed).
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
         moto.restart();
         moto
@@ -287,7 +318,8 @@ impl Moto {
         }
     }
 
-    /// Starts it again on the same address (empty: moto keeps data in memory).
+    /// Starts it again on the same address (empty: moto keeps data in memory); the first start
+    /// learns the port moto bound from its `Running on http://…` line.
     pub fn restart(&mut self) {
         self.stop();
         let mut command = match self.launcher {
@@ -298,14 +330,34 @@ impl Moto {
                 python
             }
         };
-        let child = command
+        let mut child = command
             .args(["-H", "127.0.0.1", "-p", &self.addr.port().to_string()])
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn moto_server (the test command installs it)");
+        let stderr = child.stderr.take().expect("piped stderr");
         self.child = Some(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the address, then keeps draining: moto logs every request to stderr.
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.split("Running on http://").nth(1) {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+            }
+        });
+        let announced = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("moto did not say where it listens"));
+        self.addr = announced
+            .parse()
+            .unwrap_or_else(|_| panic!("moto announced {announced:?}"));
         for _ in 0..300 {
             if std::net::TcpStream::connect(self.addr).is_ok() {
                 return;
