@@ -13,9 +13,11 @@
 //! - `gcp_auth`: signs the RS256 JWT-bearer assertion with the key's private key and posts it to
 //!   the key's own `token_uri` (so a test can stand in for Google). One `CustomServiceAccount` is
 //!   made per fetch because it caches tokens until expiry and we decide when to refresh.
-//! - `images` (the location types and dockerconfigjson shapes), `secrets` (redacted values).
+//! - `images` (the location types and dockerconfigjson shapes), `secrets` (redacted values),
+//!   `tokio` (one lock held across a renewal, so concurrent callers share one fetch).
 
 mod ecr;
+mod fresh;
 mod gcr;
 pub mod kubelet;
 
@@ -25,6 +27,7 @@ use images::{DOCKER_HUB, Location, dockerconfigjson, refresher_dockerconfigjson}
 use secrets::Secret;
 
 pub use ecr::{EcrProvider, Repository};
+pub use fresh::{Fresh, Issuer};
 pub use gcr::GcrProvider;
 
 /// What a registry accepts, for how long.

@@ -64,7 +64,7 @@ codes! {
     TagInvalid = "TAG_INVALID", 400, "manifest tag did not match URI";
     Unavailable = "UNAVAILABLE", 503, "service unavailable";
     // The node proxy's three: Docker 1.3-1.5 (v1 only, the original's nginx rule), and the
-    // registry behind it unreachable or slow.
+    // registry behind it unreachable or slow; a mirror's upstream failing is a bad gateway too.
     ClientTooOld = "UNSUPPORTED", 404, "this Docker client is too old for the v2 registry API";
     BadGateway = "UNAVAILABLE", 502, "the registry behind this proxy is unreachable";
     GatewayTimeout = "UNAVAILABLE", 504, "the registry behind this proxy did not answer in time";

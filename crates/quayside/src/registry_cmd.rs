@@ -1,6 +1,7 @@
 //! `quayside registry`: the registry on local disk or object storage.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use secrets::{Secret, SecretDir};
@@ -47,6 +48,123 @@ pub struct Args {
     gc_interval: Option<std::time::Duration>,
     #[command(flatten)]
     gc: GcArgs,
+    #[command(flatten)]
+    mirror: MirrorArgs,
+}
+
+/// The pull-through cache: upstream registries served from the registry's own storage.
+#[derive(clap::Args, Debug)]
+struct MirrorArgs {
+    /// An upstream to mirror, `HOST=URL` (repeatable; the env var comma-separated), e.g.
+    /// `docker.io=https://registry-1.docker.io`. Clients ask for `HOST/<repo>` by path prefix,
+    /// or by containerd's `?ns=HOST`.
+    #[arg(long = "upstream", env = "QUAYSIDE_UPSTREAMS", value_delimiter = ',')]
+    upstreams: Vec<String>,
+    /// Credentials for an upstream: `HOST=DIR`, DIR holding `username` and `password` files (a
+    /// mounted kubernetes.io/basic-auth Secret), or `HOST=ecr:DIR` / `HOST=gcr:DIR`, DIR a
+    /// registry-secret of that location whose short-lived tokens are issued here and renewed at
+    /// half-life. Repeatable; without one the upstream is pulled anonymously (Bearer tokens from
+    /// its realm included).
+    #[arg(
+        long = "upstream-credentials",
+        env = "QUAYSIDE_UPSTREAM_CREDENTIALS",
+        value_delimiter = ','
+    )]
+    upstream_credentials: Vec<String>,
+    /// How long a mirrored tag is served before it is checked upstream again (one HEAD).
+    #[arg(long, env = "QUAYSIDE_UPSTREAM_TAG_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    upstream_tag_ttl: std::time::Duration,
+    /// Where blobs being fetched from an upstream are spooled for the clients reading them
+    /// (unlinked files: nothing is left behind). Needs room for the blobs in flight.
+    #[arg(long, env = "QUAYSIDE_UPSTREAM_SPOOL_DIR", default_value_os_t = std::env::temp_dir())]
+    upstream_spool_dir: PathBuf,
+}
+
+impl MirrorArgs {
+    /// The declared upstreams with their credentials; every bad entry named with its flag.
+    async fn upstreams(&self) -> Result<Vec<mirror::UpstreamConfig>, ConfigError> {
+        let mut upstreams = self
+            .upstreams
+            .iter()
+            .map(|u| {
+                mirror::UpstreamConfig::parse(u)
+                    .map_err(|e| ConfigError(format!("--upstream / QUAYSIDE_UPSTREAMS: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for entry in &self.upstream_credentials {
+            let (host, source) = entry.split_once('=').ok_or_else(|| {
+                ConfigError(format!("{CREDENTIALS_FLAG}: {entry:?} is not HOST=DIR"))
+            })?;
+            let upstream = upstreams
+                .iter_mut()
+                .find(|u| u.host == host)
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "{CREDENTIALS_FLAG}: {host:?} is not declared with --upstream"
+                    ))
+                })?;
+            upstream.credentials = Some(upstream_credentials(source).await?);
+        }
+        Ok(upstreams)
+    }
+}
+
+const CREDENTIALS_FLAG: &str = "--upstream-credentials / QUAYSIDE_UPSTREAM_CREDENTIALS";
+
+/// `DIR` (a basic-auth Secret: `username`, `password`), or `ecr:DIR` / `gcr:DIR` (a
+/// registry-secret of that location, whose short-lived tokens are issued and renewed here).
+async fn upstream_credentials(
+    source: &str,
+) -> Result<Arc<dyn registry_client::CredentialSource>, ConfigError> {
+    let (kind, dir) = match source.split_once(':') {
+        Some((kind @ ("ecr" | "gcr"), dir)) => (Some(kind), dir),
+        _ => (None, source),
+    };
+    let secret = SecretDir::new(dir);
+    let Some(kind) = kind else {
+        // A file written by `echo` ends in a newline no password means.
+        let key = |k: &str| {
+            let value = secret
+                .get(k)
+                .map(|v| v.trim_end_matches(['\r', '\n']).to_owned());
+            value.filter(|v| !v.is_empty()).ok_or_else(|| {
+                ConfigError(format!(
+                    "{CREDENTIALS_FLAG}: {} is missing or empty (the Secret needs keys username and password)",
+                    secret.path(k).display()
+                ))
+            })
+        };
+        let credentials = registry_client::Credentials {
+            username: key("username")?,
+            password: Secret::new(key("password")?),
+        };
+        return Ok(Arc::new(credentials));
+    };
+    let location = workflow::location::load_from(kind, CREDENTIALS_FLAG, &secret, 0)
+        .map_err(|errors| ConfigError(errors.join("\n")))?;
+    let provider = credentials::Provider::new(&location, &credentials::Options::default())
+        .await
+        .ok_or_else(|| ConfigError(format!("{CREDENTIALS_FLAG}: {kind} issues no credentials")))?;
+    Ok(Arc::new(Issued(credentials::Fresh::new(provider))))
+}
+
+/// An issuer's short-lived credentials as the upstream client asks for them.
+struct Issued(credentials::Fresh<credentials::Provider>);
+
+impl registry_client::CredentialSource for Issued {
+    fn credentials(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<registry_client::Credentials, String>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let c = self.0.get().await.map_err(|e| e.to_string())?;
+            Ok(registry_client::Credentials {
+                username: c.username,
+                password: c.password,
+            })
+        })
+    }
 }
 
 /// What garbage collection deletes (`quayside gc`, and `registry --gc-interval`).
@@ -341,9 +459,25 @@ impl StorageArgs {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let access = args.auth.access()?;
     let (store, storage) = args.storage.open().await?;
+    let upstreams = args.mirror.upstreams().await?;
     let mut app = registry::App::new(store.clone())
         .with_redirect(args.redirect)
         .with_body_timeout(args.body_timeout);
+    if !upstreams.is_empty() {
+        let hosts: Vec<_> = upstreams.iter().map(|u| u.host.clone()).collect();
+        tracing::info!(upstreams = ?hosts, tag_ttl = ?args.mirror.upstream_tag_ttl, "mirroring");
+        let options = mirror::Options {
+            tag_ttl: args.mirror.upstream_tag_ttl,
+            spool_dir: args.mirror.upstream_spool_dir.clone(),
+        };
+        let metrics = app.metrics.mirror.clone();
+        app = app.with_mirror(mirror::Mirror::new(
+            store.clone(),
+            upstreams,
+            options,
+            metrics,
+        ));
+    }
     if let Some(rate) = args.rate_limit {
         app = app.with_rate_limit(rate, args.rate_limit_burst);
     }

@@ -911,6 +911,15 @@ fn every_env_var_and_mount_the_chart_sets_is_read_by_the_binary() {
         ),
         render(Some("examples/ecr.yaml"), &[]),
         render(Some("examples/gcr.yaml"), &[]),
+        render(
+            None,
+            &[
+                "registry.mirror.upstreams[0]=docker.io=https://registry-1.docker.io",
+                "registry.mirror.credentials.docker\\.io=dockerhub-login",
+                "registry.mirror.upstreams[1]=1.dkr.ecr.us-east-1.amazonaws.com=https://1.dkr.ecr.us-east-1.amazonaws.com",
+                "registry.mirror.credentials.1\\.dkr\\.ecr\\.us-east-1\\.amazonaws\\.com=ecr:ecr-pull",
+            ],
+        ),
     ];
     let mut checked = 0;
     for objects in &renders {
@@ -940,9 +949,14 @@ fn every_env_var_and_mount_the_chart_sets_is_read_by_the_binary() {
             }
             for m in c["volumeMounts"].as_array().into_iter().flatten() {
                 let path = m["mountPath"].as_str().unwrap().to_owned();
-                let named = values
-                    .iter()
-                    .any(|v| v == &path || v.starts_with(&format!("{path}/")));
+                // A value may name it, lead to a file in it, or list it (`HOST=DIR,...`).
+                let named = values.iter().any(|v| {
+                    v == &path
+                        || v.starts_with(&format!("{path}/"))
+                        || v.split(',').any(|e| {
+                            e.ends_with(&format!("={path}")) || e.ends_with(&format!("=ecr:{path}"))
+                        })
+                });
                 assert!(
                     named || defaults.contains(&path),
                     "`quayside {subcommand}` is neither told about nor defaults to the mount {path}"

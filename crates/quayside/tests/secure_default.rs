@@ -464,3 +464,34 @@ fn image_publish_and_port_use_the_push_identity_from_the_mounted_secret() {
         assert!(!String::from_utf8_lossy(&out.stderr).contains(&password));
     }
 }
+
+/// `registry.mirror.upstreams` as an operator sets it: nodes pull an upstream's image through
+/// their proxy from the install's cache, and nobody, the builder included, can push over it.
+#[test]
+fn a_mirroring_install_serves_upstream_images_to_nodes_and_keeps_them_read_only() {
+    let (upstream_data, data, work) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let upstream = Quayside::registry(BIN, upstream_data.path(), &[]);
+    let skopeo = Skopeo::new();
+    let img = layout(work.path(), 61);
+    let original = format!("{}/lib/app:v1", upstream.addr);
+    assert!(push(&skopeo, work.path(), &original, None));
+    let declared = format!(
+        "registry.mirror.upstreams[0]=up.test=http://{}",
+        upstream.addr
+    );
+    let install = Install::start(&[&declared], data.path());
+
+    let mirrored = format!("{}/up.test/lib/app:v1", install.proxy.addr);
+    assert_eq!(
+        inspect(&skopeo, &mirrored, None),
+        Some(img.manifest.digest.clone())
+    );
+    let builder = install.creds("deis-registry-push");
+    let over = format!("{}/up.test/lib/app:v1", install.registry.addr);
+    assert!(!push(&skopeo, work.path(), &over, Some(&builder)));
+    assert_eq!(inspect(&skopeo, &mirrored, None), Some(img.manifest.digest));
+}

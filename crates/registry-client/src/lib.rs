@@ -11,10 +11,11 @@
 mod auth;
 pub mod copy;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::Stream;
+use futures_util::future::BoxFuture;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use secrets::Secret;
@@ -31,6 +32,19 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 pub struct Credentials {
     pub username: String,
     pub password: Secret,
+}
+
+/// Where a client's credentials come from when a registry asks for them: fixed ones, or an
+/// issuer's short-lived ones (ECR, GCR), which the source renews before they expire.
+pub trait CredentialSource: Send + Sync {
+    /// Credentials good for now; the error says why there are none, without a secret.
+    fn credentials(&self) -> BoxFuture<'_, Result<Credentials, String>>;
+}
+
+impl CredentialSource for Credentials {
+    fn credentials(&self) -> BoxFuture<'_, Result<Credentials, String>> {
+        Box::pin(std::future::ready(Ok(self.clone())))
+    }
 }
 
 /// Errors worded as Workflow's controller worded them, where it had a wording.
@@ -54,6 +68,9 @@ pub enum Error {
     },
     #[error("{registry}: {message}")]
     Protocol { registry: String, message: String },
+    /// The credential source had none to give (an issuer down or refusing).
+    #[error("no credentials for {registry}: {message}")]
+    Credentials { registry: String, message: String },
     /// The HTTP client's error (its URL left out: it may carry a presigned query), kept opaque
     /// so callers do not depend on which HTTP client this is.
     #[error("cannot reach {registry}: {source}")]
@@ -80,7 +97,9 @@ pub struct Client {
     http: reqwest::Client,
     registry: String,
     base: String,
-    credentials: Option<Credentials>,
+    credentials: Option<Arc<dyn CredentialSource>>,
+    /// The user name of the credentials last sent, for error messages.
+    username: Mutex<Option<String>>,
     /// The Authorization header per token scope, once a challenge was answered.
     auth: Mutex<Vec<(String, String)>>,
 }
@@ -101,7 +120,31 @@ impl Client {
             http: reqwest::Client::new(),
             registry: registry.to_owned(),
             base: format!("{scheme}://{registry}"),
+            credentials: credentials.map(|c| Arc::new(c) as Arc<dyn CredentialSource>),
+            username: Mutex::new(None),
+            auth: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A client for the registry at `url` (scheme given, e.g. a mirror's upstream), named
+    /// `registry` in errors. A silent upstream must not hold a request forever: connecting and
+    /// every read are bounded.
+    pub fn at_url(
+        registry: &str,
+        url: &str,
+        credentials: Option<Arc<dyn CredentialSource>>,
+    ) -> Client {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(60))
+            .build()
+            .unwrap_or_default();
+        Client {
+            http,
+            registry: registry.to_owned(),
+            base: url.trim_end_matches('/').to_owned(),
             credentials,
+            username: Mutex::new(None),
             auth: Mutex::new(Vec::new()),
         }
     }
@@ -114,10 +157,7 @@ impl Client {
     pub async fn manifest(&self, image: &ImageRef) -> Result<Manifest, Error> {
         let text = image.to_string();
         let op = Op::pull(&image.repository, "pull", &text);
-        let url = format!(
-            "{}/v2/{}/manifests/{}",
-            self.base, image.repository, image.reference
-        );
+        let url = self.manifest_url(image);
         let resp = self
             .send(op, || self.http.get(&url).header(ACCEPT, MANIFEST_ACCEPT))
             .await?;
@@ -147,20 +187,65 @@ impl Client {
         })
     }
 
+    /// The digest a tag names now, by `HEAD` (which Docker Hub does not count against its pull
+    /// limit); `None` when the registry does not say.
+    pub async fn manifest_digest(&self, image: &ImageRef) -> Result<Option<oci::Digest>, Error> {
+        let text = image.to_string();
+        let op = Op::pull(&image.repository, "pull", &text);
+        let url = self.manifest_url(image);
+        let resp = self
+            .send(op, || self.http.head(&url).header(ACCEPT, MANIFEST_ACCEPT))
+            .await?;
+        let resp = self.check(resp, op, || format!("manifest {text}")).await?;
+        Ok(
+            header(&resp, "docker-content-digest".parse().expect("header name"))
+                .and_then(|d| d.parse().ok()),
+        )
+    }
+
+    /// The blob's size (from its `Content-Length`, if sent) and its bytes as they arrive.
+    pub async fn blob_sized(
+        &self,
+        repository: &str,
+        digest: &oci::Digest,
+    ) -> Result<
+        (
+            Option<u64>,
+            impl Stream<Item = reqwest::Result<Bytes>> + use<>,
+        ),
+        Error,
+    > {
+        let image = format!("{}/{repository}@{digest}", self.registry);
+        let op = Op::pull(repository, "pull", &image);
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        let resp = self.send(op, || self.http.get(&url)).await?;
+        let resp = self
+            .check(resp, op, || format!("blob {digest} of {repository}"))
+            .await?;
+        Ok((resp.content_length(), resp.bytes_stream()))
+    }
+
+    /// The blob's size by `HEAD`, with pull access only.
+    pub async fn blob_size(&self, repository: &str, digest: &oci::Digest) -> Result<u64, Error> {
+        let image = format!("{}/{repository}@{digest}", self.registry);
+        let op = Op::pull(repository, "pull", &image);
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        let resp = self.send(op, || self.http.head(&url)).await?;
+        let resp = self
+            .check(resp, op, || format!("blob {digest} of {repository}"))
+            .await?;
+        header(&resp, CONTENT_LENGTH)
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| self.protocol(format!("blob {digest} answered without a size")))
+    }
+
     /// The blob's bytes as they arrive.
     pub async fn blob(
         &self,
         repository: &str,
         digest: &oci::Digest,
     ) -> Result<impl Stream<Item = reqwest::Result<Bytes>> + use<>, Error> {
-        let image = format!("{}/{repository}@{digest}", self.registry);
-        let op = Op::pull(repository, "pull", &image);
-        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
-        let resp = self.send(op, || self.http.get(&url)).await?;
-        Ok(self
-            .check(resp, op, || format!("blob {digest} of {repository}"))
-            .await?
-            .bytes_stream())
+        Ok(self.blob_sized(repository, digest).await?.1)
     }
 
     pub async fn has_blob(&self, repository: &str, digest: &oci::Digest) -> Result<bool, Error> {
@@ -246,10 +331,7 @@ impl Client {
     pub async fn put_manifest(&self, image: &ImageRef, manifest: &Manifest) -> Result<(), Error> {
         let text = image.to_string();
         let op = Op::push(&image.repository, None, &text);
-        let url = format!(
-            "{}/v2/{}/manifests/{}",
-            self.base, image.repository, image.reference
-        );
+        let url = self.manifest_url(image);
         let resp = self
             .send(op, || {
                 self.http
@@ -295,14 +377,10 @@ impl Client {
             return Ok(resp);
         }
         let challenge = header(&resp, reqwest::header::WWW_AUTHENTICATE).unwrap_or_default();
-        let value = auth::answer(
-            &self.http,
-            &challenge,
-            &op.scopes(),
-            self.credentials.as_ref(),
-        )
-        .await
-        .map_err(|e| self.auth_error(op, e))?;
+        let credentials = self.current_credentials().await?;
+        let value = auth::answer(&self.http, &challenge, &op.scopes(), credentials.as_ref())
+            .await
+            .map_err(|e| self.auth_error(op, e))?;
         if let Ok(mut cache) = self.auth.lock() {
             cache.retain(|(scope, _)| *scope != op.scope_key());
             cache.push((op.scope_key(), value));
@@ -316,6 +394,25 @@ impl Client {
             return Err(self.auth_error(op, auth::AuthError::Refused));
         }
         Ok(resp)
+    }
+
+    /// Asked at each challenge, so that a source of short-lived credentials hands out fresh ones
+    /// once the registry stops taking the old.
+    async fn current_credentials(&self) -> Result<Option<Credentials>, Error> {
+        let Some(source) = &self.credentials else {
+            return Ok(None);
+        };
+        let credentials = source
+            .credentials()
+            .await
+            .map_err(|message| Error::Credentials {
+                registry: self.registry.clone(),
+                message,
+            })?;
+        if let Ok(mut username) = self.username.lock() {
+            *username = Some(credentials.username.clone());
+        }
+        Ok(Some(credentials))
     }
 
     fn authorize(&self, op: Op<'_>, request: RequestBuilder) -> RequestBuilder {
@@ -364,11 +461,12 @@ impl Client {
     }
 
     fn auth_error(&self, op: Op<'_>, e: auth::AuthError) -> Error {
-        match (&self.credentials, e) {
+        let username = self.username.lock().ok().and_then(|u| u.clone());
+        match (username, e) {
             (_, auth::AuthError::Unreachable(source)) => self.http_error(source),
-            (Some(c), _) => Error::LoginFailed {
+            (Some(username), _) => Error::LoginFailed {
                 registry: self.registry.clone(),
-                username: c.username.clone(),
+                username,
             },
             (None, _) => Error::Unauthorized {
                 op: op.verb,
@@ -389,6 +487,13 @@ impl Client {
             registry: self.registry.clone(),
             message,
         }
+    }
+
+    fn manifest_url(&self, image: &ImageRef) -> String {
+        format!(
+            "{}/v2/{}/manifests/{}",
+            self.base, image.repository, image.reference
+        )
     }
 
     fn absolute(&self, location: &str) -> String {

@@ -25,21 +25,39 @@ pub async fn get(
     {
         return Ok(response::redirect(&url, digest));
     }
-    let range = match headers.get(header::RANGE) {
-        None => None,
-        Some(v) => Some(parse_range(v.to_str().unwrap_or(""), size).map_err(|msg| {
-            ApiError::new(ErrorCode::RangeInvalid, msg)
-                .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))
-        })?),
-    };
-    let (status, length) = match &range {
-        Some(r) => (StatusCode::PARTIAL_CONTENT, r.end - r.start),
-        None => (StatusCode::OK, size),
-    };
+    let range = requested_range(headers, size)?;
     let body = if head {
         Body::empty()
     } else {
         Body::from_stream(app.store.blob_get(digest, range.clone()).await?)
+    };
+    Ok(respond(digest, size, range, body, head))
+}
+
+/// The request's `Range` checked against a blob of `size` bytes; `None`: the whole blob.
+pub fn requested_range(headers: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, ApiError> {
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    parse_range(value.to_str().unwrap_or(""), size)
+        .map(Some)
+        .map_err(|msg| {
+            ApiError::new(ErrorCode::RangeInvalid, msg)
+                .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))
+        })
+}
+
+/// A blob answer: 200, or 206 with its `Content-Range`.
+pub fn respond(
+    digest: &Digest,
+    size: u64,
+    range: Option<Range<u64>>,
+    body: Body,
+    head: bool,
+) -> Response {
+    let (status, length) = match &range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.end - r.start),
+        None => (StatusCode::OK, size),
     };
     let mut response = response::content(
         status,
@@ -55,7 +73,7 @@ pub async fn get(
         let value = format!("bytes {}-{}/{size}", r.start, r.end - 1);
         headers.insert(header::CONTENT_RANGE, response::header_value(value));
     }
-    Ok(response)
+    response
 }
 
 /// A presigned URL, or `None` to stream the blob ourselves (signing failed: logged, not fatal).

@@ -21,6 +21,7 @@ mod limit;
 mod listing;
 mod manifests;
 pub mod metrics;
+mod mirrored;
 mod response;
 pub mod route;
 mod telemetry;
@@ -68,6 +69,8 @@ pub struct App {
     pub auth_realm: Option<String>,
     /// `None`: no rate limit.
     pub rate_limit: Option<Arc<limit::RateLimit>>,
+    /// `None`: no upstream is mirrored.
+    pub mirror: Option<Arc<mirror::Mirror>>,
 }
 
 impl App {
@@ -81,6 +84,7 @@ impl App {
             access: None,
             auth_realm: None,
             rate_limit: None,
+            mirror: None,
         }
     }
 
@@ -97,6 +101,13 @@ impl App {
     pub fn with_access(mut self, access: access::Access, realm: Option<String>) -> App {
         self.access = Some(Arc::new(access));
         self.auth_realm = realm;
+        self
+    }
+
+    /// Mirrors upstreams; build the mirror with `self.metrics.mirror`, so that `/metrics`
+    /// shows what it counts.
+    pub fn with_mirror(mut self, mirror: mirror::Mirror) -> App {
+        self.mirror = Some(Arc::new(mirror));
         self
     }
 
@@ -121,6 +132,8 @@ pub struct Params {
     pub last: Option<String>,
     #[serde(rename = "artifactType")]
     pub artifact_type: Option<String>,
+    /// containerd's mirror convention: the registry the client meant (`docker.io`).
+    pub ns: Option<String>,
     /// Every `tag=` of a manifest PUT by digest (the spec's main branch: several tags at once).
     #[serde(skip)]
     pub tags: Vec<String>,
@@ -256,16 +269,43 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
         }
         Err(e) => return labelled(e.into_response(), "unknown"),
     };
+    let mut ns = None;
     let result = async {
         let mut params = params(parts.uri.query())?;
+        ns = params.ns.clone();
+        let (target, mirrored) = match app.mirror.as_deref() {
+            Some(mirror) => mirrored::resolve(mirror, target, params.ns.as_deref())?,
+            None => (target, None),
+        };
         auth::check(&app, &parts.headers, &parts.method, &target, &mut params)?;
-        handle(&app, &parts.method, target, &parts.headers, &params, body).await
+        match (app.mirror.as_deref(), mirrored) {
+            (Some(mirror), Some(m)) => {
+                mirrored::handle(
+                    &app,
+                    mirror,
+                    &m,
+                    &parts.method,
+                    target,
+                    &parts.headers,
+                    &params,
+                )
+                .await
+            }
+            _ => handle(&app, &parts.method, target, &parts.headers, &params, body).await,
+        }
     }
     .await;
-    labelled(result.unwrap_or_else(IntoResponse::into_response), label)
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    // The spec's main branch: a registry that honours `ns` says so.
+    if let Some(ns) = ns.filter(|_| app.mirror.is_some())
+        && let Ok(value) = axum::http::HeaderValue::from_str(&ns)
+    {
+        response.headers_mut().insert("oci-namespace", value);
+    }
+    labelled(response, label)
 }
 
-async fn handle(
+pub(crate) async fn handle(
     app: &App,
     method: &Method,
     target: Target,

@@ -19,20 +19,24 @@ pub fn parse_reference(s: &str) -> Result<Reference, ApiError> {
     })
 }
 
+/// A reference to read: nothing can exist under a name that is no tag (as distribution and the
+/// conformance tests expect), so that is MANIFEST_UNKNOWN; a PUT with one still gets TAG_INVALID.
+pub fn parse_get_reference(s: &str) -> Result<Reference, ApiError> {
+    match parse_reference(s) {
+        Err(e) if e.code == ErrorCode::TagInvalid => {
+            Err(ApiError::new(ErrorCode::ManifestUnknown, e.message))
+        }
+        other => other,
+    }
+}
+
 pub async fn get(
     app: &App,
     name: &RepoName,
     reference: &str,
     head: bool,
 ) -> Result<Response, ApiError> {
-    let reference = match parse_reference(reference) {
-        // Nothing can exist under a name that is no tag (as distribution and the conformance
-        // tests expect); a PUT with one still gets TAG_INVALID.
-        Err(e) if e.code == ErrorCode::TagInvalid => {
-            return Err(ApiError::new(ErrorCode::ManifestUnknown, e.message));
-        }
-        other => other?,
-    };
+    let reference = parse_get_reference(reference)?;
     let m = app.store.manifest_get(name, &reference).await?;
     let length = m.body.len() as u64;
     Ok(response::content(

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub received: Family<RouteLabels, Counter>,
     pub sent: Family<RouteLabels, Counter>,
     pub gc: GcMetrics,
+    /// Counted by the mirror, when upstreams are mirrored.
+    pub mirror: mirror::MirrorMetrics,
 }
 
 /// What scheduled garbage collection did.
@@ -127,6 +129,8 @@ impl Default for Metrics {
             "How long the last garbage collection took",
             gc.last_duration_seconds.clone(),
         );
+        let mirror = mirror::MirrorMetrics::default();
+        mirror.register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -134,6 +138,7 @@ impl Default for Metrics {
             received,
             sent,
             gc,
+            mirror,
         }
     }
 }

@@ -28,6 +28,18 @@ impl Target {
         }
     }
 
+    /// The same request about another repository (a mirrored one, as the cache names it).
+    pub fn with_name(self, name: RepoName) -> Target {
+        match self {
+            Target::Manifest(_, r) => Target::Manifest(name, r),
+            Target::Blob(_, d) => Target::Blob(name, d),
+            Target::Uploads(_) => Target::Uploads(name),
+            Target::Upload(_, id) => Target::Upload(name, id),
+            Target::Tags(_) => Target::Tags(name),
+            Target::Referrers(_, d) => Target::Referrers(name, d),
+        }
+    }
+
     /// A fixed label for metrics and logs.
     pub fn label(&self) -> &'static str {
         match self {

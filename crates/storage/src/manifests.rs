@@ -114,15 +114,51 @@ impl Store {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<PutManifest, StoreError> {
+        let (manifest, digest) = self.validate(reference, content_type, &body)?;
+        // Checked before anything is written, so a refused manifest leaves nothing behind; then
+        // held against collection, and the blobs' presence read again under that hold.
+        self.check_references(name, &manifest).await?;
+        self.hold_references(&digest, &manifest).await?;
+        self.check_still_present(&manifest).await?;
+        self.write_manifest(name, reference, tags, &digest, manifest, body)
+            .await
+    }
+
+    /// Stores a manifest a mirror fetched from its upstream, without the push rule that what it
+    /// references be present: a pull-through cache fetches blobs when they are asked for, and
+    /// holding the manifest back until the whole image is cached would stall every first pull.
+    /// The digest is still verified, and collection treats missing references as it treats
+    /// those of a deleted blob.
+    pub async fn manifest_put_mirrored(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<PutManifest, StoreError> {
+        let (manifest, digest) = self.validate(reference, content_type, &body)?;
+        self.hold_references(&digest, &manifest).await?;
+        self.write_manifest(name, reference, &[], &digest, manifest, body)
+            .await
+    }
+
+    /// Within the size limit, a manifest we serve, under the digest `reference` names (verified)
+    /// or, for a tag, its sha256.
+    fn validate(
+        &self,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<(Manifest, Digest), StoreError> {
         if body.len() as u64 > self.max_manifest {
             return Err(StoreError::ManifestTooBig {
                 limit: self.max_manifest,
             });
         }
-        let manifest = Manifest::parse(&body, content_type)?;
+        let manifest = Manifest::parse(body, content_type)?;
         let digest = match reference {
             Reference::Digest(expected) => {
-                let actual = Digest::of(expected.algorithm(), &body);
+                let actual = Digest::of(expected.algorithm(), body);
                 if actual != *expected {
                     return Err(StoreError::DigestMismatch {
                         expected: expected.clone(),
@@ -131,14 +167,21 @@ impl Store {
                 }
                 actual
             }
-            Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
+            Reference::Tag(_) => Digest::of(Algorithm::Sha256, body),
         };
-        // Checked before anything is written, so a refused manifest leaves nothing behind; then
-        // held against collection, and the blobs' presence read again under that hold.
-        self.check_references(name, &manifest).await?;
-        self.hold_references(&digest, &manifest).await?;
-        self.check_still_present(&manifest).await?;
+        Ok((manifest, digest))
+    }
 
+    async fn write_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        tags: &[Tag],
+        digest: &Digest,
+        manifest: Manifest,
+        body: Bytes,
+    ) -> Result<PutManifest, StoreError> {
+        let digest = digest.clone();
         self.backend.put(&layout::blob_data(&digest), body).await?;
         self.write_link(&layout::revision_link(name, &digest), &digest)
             .await?;

@@ -129,6 +129,10 @@ pub struct Server {
     /// The storage it serves from, for tests that look behind the API.
     pub backend: Arc<dyn Backend>,
     _dir: Option<TempDir>,
+    stop: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 impl Server {
@@ -137,6 +141,15 @@ impl Server {
     }
 
     pub async fn start_with(kind: Kind, max_manifest: u64) -> Server {
+        Server::start_app(kind, max_manifest, |app| app).await
+    }
+
+    /// A registry whose [`registry::App`] `configure` finishes (access control, a mirror).
+    pub async fn start_app(
+        kind: Kind,
+        max_manifest: u64,
+        configure: impl FnOnce(registry::App) -> registry::App,
+    ) -> Server {
         let (backend, dir): (Arc<dyn Backend>, _) = match kind {
             Kind::Fs => {
                 let dir = tempfile::tempdir().expect("tempdir");
@@ -160,16 +173,31 @@ impl Server {
             }
         };
         let store = Store::new(backend.clone(), max_manifest);
-        let app = registry::router(registry::App::new(store));
+        let app = registry::router(configure(registry::App::new(store)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
-        tokio::spawn(async move { axum_serve(listener, app).await });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(async move {
+            axum_serve(listener, app, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
         Server {
             addr,
             backend,
             _dir: dir,
+            stop: Some((stop, serving)),
+        }
+    }
+
+    /// Stops serving (connections drained, the port closed), as an upstream going down.
+    pub async fn stop(&mut self) {
+        if let Some((stop, serving)) = self.stop.take() {
+            let _ = stop.send(());
+            let _ = serving.await;
         }
     }
 
@@ -194,10 +222,14 @@ impl Server {
     }
 }
 
-async fn axum_serve(listener: tokio::net::TcpListener, app: registry::Router) {
+async fn axum_serve(
+    listener: tokio::net::TcpListener,
+    app: registry::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let timeout = std::time::Duration::from_secs(30);
     let limits = serve::Limits::new(timeout);
-    let _ = serve::serve(listener, app, limits, std::future::pending()).await;
+    let _ = serve::serve(listener, app, limits, shutdown).await;
 }
 
 /// `sha256:<hex>` of some bytes.
