@@ -95,8 +95,8 @@ rows = [("direct from the upstream", pull(up, "lib/direct")[0], None)]
 q_cold, q_warm = pull(q, "up.test/lib/q")[0], pull(q, "up.test/lib/q")[0]
 p_cold, p_warm = pull(p, "lib/p")[0], pull(p, "lib/p")[0]
 
-def concurrent_cold(host, repo):
-    blob = push_blob(repo, os.urandom(layer_mib << 20))
+def concurrent_cold(host, repo, upstream_repo):
+    blob = push_blob(upstream_repo, os.urandom(layer_mib << 20))
     before = upstream_blob_gets()
     errors = []
     def one():
@@ -111,8 +111,8 @@ def concurrent_cold(host, repo):
     for t in threads: t.join()
     return upstream_blob_gets() - before, time.perf_counter() - start, len(errors)
 
-q_fetches, q_time, q_errors = concurrent_cold(q, "up.test/lib/q")
-p_fetches, p_time, p_errors = concurrent_cold(p, "lib/p")
+q_fetches, q_time, q_errors = concurrent_cold(q, "up.test/lib/q", "lib/q")
+p_fetches, p_time, p_errors = concurrent_cold(p, "lib/p", "lib/p")
 
 print(f"pull of {layers} x {layer_mib} MiB layers + config ({size} MiB), seconds and MiB/s")
 print(f"{'':34}{'quayside':>16}{'distribution proxy':>22}")

@@ -14,12 +14,15 @@
 //!   at once, each client reading at its own pace from a spool file as bytes arrive, the fetch
 //!   going on when clients leave, and the last byte of any answer held back until the whole
 //!   blob verified, so a lying upstream's bytes never make a complete answer or a cached blob.
+//! - With a cache max age, repositories nobody pulled for that long are forgotten (`expiry`),
+//!   for gc to reclaim.
 //!
 //! Dependencies: `registry-client` (the upstream side: Basic and Bearer auth, streamed blobs),
 //! `storage` (the cache is the store), `tempfile` (spool files unlinked on creation, so a crash
 //! leaves none behind), `prometheus-client` (hit, miss, upstream bytes and errors per upstream),
 //! `tokio` (`watch` carries a fetch's progress to every reader).
 
+mod expiry;
 pub mod fetch;
 mod metrics;
 
@@ -97,6 +100,8 @@ pub struct Options {
     pub tag_ttl: Duration,
     /// Where blobs being fetched are spooled for the clients reading them.
     pub spool_dir: PathBuf,
+    /// Forget a mirrored repository nobody pulled for this long (`None`: keep everything).
+    pub cache_max_age: Option<Duration>,
 }
 
 /// Why a mirrored request failed. Messages name the upstream by its declared host, never its
@@ -158,6 +163,7 @@ pub struct Mirror {
     fetches: fetch::Fetches,
     /// When each cached tag was last confirmed upstream (per process: a restart checks again).
     fresh: Mutex<HashMap<(RepoName, Tag), Instant>>,
+    expiry: Option<expiry::Expiry>,
     metrics: MirrorMetrics,
 }
 
@@ -184,6 +190,7 @@ impl Mirror {
         Mirror {
             store,
             upstreams,
+            expiry: options.cache_max_age.map(expiry::Expiry::new),
             options,
             fetches: fetch::Fetches::default(),
             fresh: Mutex::new(HashMap::new()),
@@ -246,6 +253,7 @@ impl Mirror {
         m: &Mirrored,
         reference: &Reference,
     ) -> Result<ManifestContent, MirrorError> {
+        self.touch(m);
         match reference {
             Reference::Digest(d) => self.manifest_by_digest(m, d).await,
             Reference::Tag(t) => self.manifest_by_tag(m, t).await,
@@ -377,6 +385,7 @@ impl Mirror {
 
     /// Where a blob's bytes come from: the cache, or a fetch (joined if one is running).
     pub async fn blob(&self, m: &Mirrored, digest: &Digest) -> Result<BlobSource, MirrorError> {
+        self.touch(m);
         match self.store.blob_size(&m.cache, digest).await {
             Ok(size) => {
                 self.metrics.hit(m.host(), "blob");
@@ -404,6 +413,35 @@ impl Mirror {
                 .await
                 .map_err(|e| self.upstream_error(m, e)),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    fn touch(&self, m: &Mirrored) {
+        if let Some(expiry) = &self.expiry {
+            expiry.touch(&self.store, &m.cache);
+        }
+    }
+
+    /// With a cache max age, forgets unused mirrored repositories every so often, forever.
+    pub async fn expire_unused(self: Arc<Self>) {
+        let Some(expiry) = &self.expiry else {
+            return;
+        };
+        loop {
+            tokio::time::sleep(expiry.pass_interval()).await;
+            for host in self.upstreams.keys() {
+                match expiry.pass(&self.store, host).await {
+                    Ok(forgotten) if !forgotten.is_empty() => {
+                        tracing::info!(upstream = %host, repositories = ?forgotten, max_age = ?expiry.max_age,
+                            "forgot mirrored repositories nobody pulled; gc reclaims their blobs");
+                        self.metrics.expired(host, forgotten.len() as u64);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(upstream = %host, error = %e, "expiring mirrored repositories failed")
+                    }
+                }
+            }
         }
     }
 
@@ -476,6 +514,7 @@ mod tests {
         let options = Options {
             tag_ttl: Duration::from_secs(60),
             spool_dir: dir.to_owned(),
+            cache_max_age: None,
         };
         Mirror::new(
             Store::new(backend, 1 << 20),

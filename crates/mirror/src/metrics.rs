@@ -26,6 +26,7 @@ pub struct MirrorMetrics {
     requests: Family<CacheLabels, Counter>,
     upstream_bytes: Family<UpstreamLabels, Counter>,
     upstream_errors: Family<UpstreamLabels, Counter>,
+    expired: Family<UpstreamLabels, Counter>,
 }
 
 impl MirrorMetrics {
@@ -44,6 +45,11 @@ impl MirrorMetrics {
             "mirror_upstream_errors",
             "Upstream requests that failed (unreachable, refused, rate-limited or not verifying)",
             self.upstream_errors.clone(),
+        );
+        registry.register(
+            "mirror_repositories_expired",
+            "Mirrored repositories forgotten after --upstream-cache-max-age without a pull",
+            self.expired.clone(),
         );
     }
 
@@ -71,6 +77,14 @@ impl MirrorMetrics {
                 upstream: upstream.to_owned(),
             })
             .inc_by(bytes);
+    }
+
+    pub(crate) fn expired(&self, upstream: &str, repositories: u64) {
+        self.expired
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_owned(),
+            })
+            .inc_by(repositories);
     }
 
     pub(crate) fn error(&self, upstream: &str) {

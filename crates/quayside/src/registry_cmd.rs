@@ -78,6 +78,10 @@ struct MirrorArgs {
     /// (unlinked files: nothing is left behind). Needs room for the blobs in flight.
     #[arg(long, env = "QUAYSIDE_UPSTREAM_SPOOL_DIR", default_value_os_t = std::env::temp_dir())]
     upstream_spool_dir: PathBuf,
+    /// Forget a mirrored repository nobody pulled for this long (its tags, manifests and blob
+    /// links; the next gc reclaims its blobs); off when unset.
+    #[arg(long, env = "QUAYSIDE_UPSTREAM_CACHE_MAX_AGE", value_parser = humantime::parse_duration)]
+    upstream_cache_max_age: Option<std::time::Duration>,
 }
 
 impl MirrorArgs {
@@ -469,6 +473,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let options = mirror::Options {
             tag_ttl: args.mirror.upstream_tag_ttl,
             spool_dir: args.mirror.upstream_spool_dir.clone(),
+            cache_max_age: args.mirror.upstream_cache_max_age,
         };
         let metrics = app.metrics.mirror.clone();
         app = app.with_mirror(mirror::Mirror::new(
@@ -477,6 +482,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             options,
             metrics,
         ));
+    }
+    if let Some(mirror) = app.mirror.clone() {
+        tokio::spawn(mirror.expire_unused());
     }
     if let Some(rate) = args.rate_limit {
         app = app.with_rate_limit(rate, args.rate_limit_burst);

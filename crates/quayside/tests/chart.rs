@@ -915,6 +915,7 @@ fn every_env_var_and_mount_the_chart_sets_is_read_by_the_binary() {
             None,
             &[
                 "registry.mirror.upstreams[0]=docker.io=https://registry-1.docker.io",
+                "registry.mirror.cache_max_age=720h",
                 "registry.mirror.credentials.docker\\.io=dockerhub-login",
                 "registry.mirror.upstreams[1]=1.dkr.ecr.us-east-1.amazonaws.com=https://1.dkr.ecr.us-east-1.amazonaws.com",
                 "registry.mirror.credentials.1\\.dkr\\.ecr\\.us-east-1\\.amazonaws\\.com=ecr:ecr-pull",

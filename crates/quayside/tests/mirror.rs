@@ -841,3 +841,89 @@ async fn a_registry_killed_mid_fetch_leaves_no_blob_and_fetches_it_again() {
     assert_eq!(upstream.gets.load(Ordering::SeqCst), 2);
     assert!(blob.exists());
 }
+
+/// `--upstream-cache-max-age`: a mirrored repository last pulled longer ago than the max age is
+/// forgotten (with its upstream down it is then unavailable), one without a mark yet gets the
+/// whole age, and gc then reclaims the forgotten one's blobs only. The marks are in storage, so a
+/// later process (or another replica) sees what an earlier one cached.
+#[tokio::test(flavor = "multi_thread")]
+async fn mirrored_repositories_nobody_pulls_are_forgotten_after_the_max_age() {
+    let (up_dir, cache_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut upstream = Quayside::registry(BIN, up_dir.path(), &[]);
+    let (idle, busy) = (
+        Image::new(47, &[8_000], "amd64"),
+        Image::new(48, &[8_000], "amd64"),
+    );
+    push_image(upstream.addr, "lib/idle", &idle, "v1").await;
+    push_image(upstream.addr, "lib/busy", &busy, "v1").await;
+    let declared = [format!("up.test=http://{}", upstream.addr)];
+    // A first process caches both and marks nothing (no max age).
+    let mut first = cache(cache_dir.path(), &declared, &[]);
+    assert!(pull(first.addr, "idle", &idle).await && pull(first.addr, "busy", &busy).await);
+    first.kill();
+    upstream.kill();
+    let repo = cache_dir
+        .path()
+        .join("docker/registry/v2/repositories/up.test/lib");
+    std::fs::create_dir_all(repo.join("idle/_quayside")).unwrap();
+    std::fs::write(repo.join("idle/_quayside/used"), "2020-01-01T00:00:00Z").unwrap();
+    assert!(!repo.join("busy/_quayside/used").exists());
+
+    let cache = cache(
+        cache_dir.path(),
+        &declared,
+        &["--upstream-cache-max-age", "8s"],
+    );
+    let expired = r#"quayside_mirror_repositories_expired_total{upstream="up.test"}"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(cache.addr, expired).await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "nothing expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(cache.addr, expired).await, 1.0);
+    assert!(
+        !pull(cache.addr, "idle", &idle).await,
+        "the idle repository is still served"
+    );
+    assert!(pull(cache.addr, "busy", &busy).await);
+    assert!(repo.join("busy/_quayside/used").exists());
+
+    let data = cache_dir.path().display().to_string();
+    let out = Command::new(BIN)
+        .args(["gc", "--data-dir", &data, "--gc-grace", "0s"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blob_file = |digest: &str| {
+        let hex = digest.trim_start_matches("sha256:");
+        cache_dir.path().join(format!(
+            "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
+    };
+    assert!(!blob_file(&idle.layers[0].digest).exists());
+    assert!(blob_file(&busy.layers[0].digest).exists());
+}
+
+/// Pulls `up.test/lib/<repo>:v1` (manifest, then every blob) through `cache`: whether it was
+/// served, the blobs answering as the manifest did.
+async fn pull(cache: SocketAddr, repo: &str, img: &Image) -> bool {
+    let base = format!("http://{cache}/v2/up.test/lib/{repo}");
+    let ok = get(&format!("{base}/manifests/v1")).await.status() == 200;
+    for blob in img.blobs() {
+        let resp = get(&format!("{base}/blobs/{}", blob.digest)).await;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert_eq!(
+            status == 200,
+            ok,
+            "{repo} {}: {status} {text:.300}",
+            blob.digest
+        );
+    }
+    ok
+}

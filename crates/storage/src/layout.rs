@@ -13,7 +13,8 @@
 //! │   ├── _uploads/<id>/{data,startedat}                   an unfinished upload
 //! │   ├── _uploads/<id>/data.quayside-meta                 length + hash state (filesystem)
 //! │   ├── _uploads/<id>/data.quayside-{upload,lock}        state, lease (object stores)
-//! │   └── _quayside/referrers/<alg>/<hex>/<alg>/<hex>/link referrer (second) of subject (first)
+//! │   ├── _quayside/referrers/<alg>/<hex>/<alg>/<hex>/link referrer (second) of subject (first)
+//! │   └── _quayside/used                                   last pull of a mirrored repository
 //! └── _quayside/tmp/<id>                                   staging for atomic writes
 //! ```
 //! Distribution skips every directory whose name starts with `_` that it does not know, so the
@@ -188,6 +189,21 @@ pub fn referrer_link(name: &RepoName, subject: &Digest, referrer: &Digest) -> St
         referrer.algorithm().as_str(),
         referrer.hex()
     )
+}
+
+/// When a mirrored repository was last pulled (RFC 3339).
+pub fn repository_used(name: &RepoName) -> String {
+    format!("{}/_quayside/used", repo(name))
+}
+
+/// What a repository holds of its own (nested repositories live beside these).
+pub fn repository_contents(name: &RepoName) -> [String; 3] {
+    let r = repo(name);
+    [
+        format!("{r}/_manifests"),
+        format!("{r}/_layers"),
+        format!("{r}/_quayside"),
+    ]
 }
 
 /// Staging area for atomic writes; distribution ignores it.

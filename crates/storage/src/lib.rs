@@ -29,6 +29,7 @@ pub mod open;
 pub mod provision;
 mod store;
 mod uploads;
+mod usage;
 
 pub use backend::{Appended, Appender, Backend, BackendError, ByteStream, Claim};
 pub use fs::FsBackend;
