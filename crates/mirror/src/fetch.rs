@@ -1,4 +1,5 @@
-//! Blob fetches, one per digest in the process however many clients ask.
+//! Blob fetches, one per blob however many clients ask: per process through a map, across
+//! replicas sharing the storage through a claim in it (the others wait for the commit).
 //!
 //! A fetch runs in a task of its own, so a client that disconnects does not stop it for the
 //! others (nor for the cache). Each chunk from the upstream is written to an unlinked spool file
@@ -14,10 +15,11 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use oci::Digest;
+use oci::{Digest, RepoName};
 use storage::{ByteStream, StoreError};
 use tokio::sync::watch;
 
@@ -25,6 +27,10 @@ use crate::{Mirror, MirrorError, Mirrored};
 
 /// How much one reader reads from the spool at a time.
 const READ_BLOCK: usize = 256 * 1024;
+
+/// How long a fetch waits for another replica's fetch of the same blob (whose holder is alive:
+/// a dead one's claim lapses) before it answers that the upstream is unavailable.
+const FETCH_WAIT: Duration = Duration::from_secs(30 * 60);
 
 /// Where a blob's bytes come from.
 pub enum BlobSource {
@@ -67,7 +73,9 @@ pub struct Fetch {
     shared: Arc<Shared>,
 }
 
-type Running = Arc<Mutex<HashMap<Digest, Arc<Shared>>>>;
+/// Keyed by repository too: a fetch links its blob into its own repository only, and a client
+/// of one repository must not read what another repository's upstream sent.
+type Running = Arc<Mutex<HashMap<(RepoName, Digest), Arc<Shared>>>>;
 
 #[derive(Default)]
 pub(crate) struct Fetches {
@@ -107,7 +115,8 @@ impl Fetches {
         digest: &Digest,
     ) -> Result<Arc<Shared>, MirrorError> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(shared) = running.get(digest) {
+        let key = (m.cache.clone(), digest.clone());
+        if let Some(shared) = running.get(&key) {
             return Ok(shared.clone());
         }
         let spool_error = |e: io::Error| MirrorError::Spool(e.to_string());
@@ -122,7 +131,7 @@ impl Fetches {
             spool,
             progress: rx,
         });
-        running.insert(digest.clone(), shared.clone());
+        running.insert(key, shared.clone());
         let task = Task {
             store: mirror.store.clone(),
             m: m.clone(),
@@ -164,22 +173,62 @@ impl Task {
         self.tx.send_modify(|p| p.state = state);
         // Only after the store has the blob (or the fetch failed): a request arriving from now
         // on finds it there, or starts afresh.
+        let key = (self.m.cache.clone(), self.digest.clone());
         let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
-        if running
-            .get(&self.digest)
-            .is_some_and(|s| Arc::ptr_eq(s, &me))
-        {
-            running.remove(&self.digest);
+        if running.get(&key).is_some_and(|s| Arc::ptr_eq(s, &me)) {
+            running.remove(&key);
         }
     }
 
     async fn fetch(&self) -> Result<State, MirrorError> {
-        // Another process or an earlier fetch may have committed it since the caller looked.
-        match self.store.blob_size(&self.m.cache, &self.digest).await {
-            Ok(_) => return Ok(State::AlreadyStored),
-            Err(StoreError::BlobUnknown) => {}
-            Err(e) => return Err(e.into()),
+        let Some(claim) = self.claim_or_wait().await? else {
+            return Ok(State::AlreadyStored);
+        };
+        let fetched = self.fetch_claimed().await;
+        claim.release().await;
+        fetched
+    }
+
+    /// The fetch's claim across processes sharing the storage, or `None` once the blob is
+    /// there: another replica fetching it is waited for (its clients stream; ours then read
+    /// the committed blob), so the upstream is asked once per blob, not once per replica.
+    async fn claim_or_wait(&self) -> Result<Option<Box<dyn storage::Claim>>, MirrorError> {
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            // An earlier fetch, here or elsewhere, may have committed it since the caller looked.
+            if self.is_stored().await? {
+                return Ok(None);
+            }
+            match self.store.claim_fetch(&self.m.cache, &self.digest).await? {
+                Some(claim) if self.is_stored().await? => {
+                    claim.release().await;
+                    return Ok(None);
+                }
+                Some(claim) => return Ok(Some(claim)),
+                None if started.elapsed() < FETCH_WAIT => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                None => {
+                    return Err(MirrorError::Unavailable {
+                        upstream: self.m.host().to_owned(),
+                        reason: format!("another replica has been fetching it for {FETCH_WAIT:?}"),
+                    });
+                }
+            }
         }
+    }
+
+    async fn is_stored(&self) -> Result<bool, MirrorError> {
+        match self.store.blob_size(&self.m.cache, &self.digest).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::BlobUnknown) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn fetch_claimed(&self) -> Result<State, MirrorError> {
         let (size, body) = self
             .m
             .upstream

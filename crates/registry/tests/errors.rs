@@ -31,6 +31,9 @@ impl Backend for Down {
     async fn touch(&self, _: &str) -> Result<(), BackendError> {
         Err(outage())
     }
+    async fn create_empty(&self, _: &str) -> Result<(), BackendError> {
+        Err(outage())
+    }
     async fn claim(&self, _: &str) -> Result<Box<dyn Claim>, BackendError> {
         Err(outage())
     }

@@ -77,6 +77,9 @@ pub trait Backend: Send + Sync + 'static {
     /// commit it), by writing a marker beside it that [`Backend::modified`] reads; works whether
     /// or not the object exists yet.
     async fn touch(&self, key: &str) -> Result<(), BackendError>;
+    /// Creates an empty object unless one exists (never replacing it: a claim held on the
+    /// existing one stays the only claim).
+    async fn create_empty(&self, key: &str) -> Result<(), BackendError>;
     /// Claims the append-only object `key` (an upload's data) for the caller alone; `Busy` while
     /// another holds it, NotFound when there is no such upload (filesystem).
     async fn claim(&self, key: &str) -> Result<Box<dyn Claim>, BackendError>;

@@ -99,6 +99,24 @@ impl Backend for FsBackend {
         .map_err(not_found)
     }
 
+    async fn create_empty(&self, key: &str) -> Result<(), BackendError> {
+        let path = self.path(key);
+        blocking(move || {
+            with_parent(&path, || {
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                {
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                    other => other.map(drop),
+                }
+            })
+        })
+        .await?;
+        Ok(())
+    }
+
     async fn touch(&self, key: &str) -> Result<(), BackendError> {
         // Not synced: the marker only matters to a collection running now, not after a crash.
         let marker = self.path(&used_marker(key));

@@ -14,6 +14,7 @@
 //! │   ├── _uploads/<id>/data.quayside-meta                 length + hash state (filesystem)
 //! │   ├── _uploads/<id>/data.quayside-{upload,lock}        state, lease (object stores)
 //! │   ├── _quayside/referrers/<alg>/<hex>/<alg>/<hex>/link referrer (second) of subject (first)
+//! │   ├── _quayside/fetch/<alg>/<hex>                      held while one process fetches it
 //! │   └── _quayside/used                                   last pull of a mirrored repository
 //! └── _quayside/tmp/<id>                                   staging for atomic writes
 //! ```
@@ -194,6 +195,16 @@ pub fn referrer_link(name: &RepoName, subject: &Digest, referrer: &Digest) -> St
 /// When a mirrored repository was last pulled (RFC 3339).
 pub fn repository_used(name: &RepoName) -> String {
     format!("{}/_quayside/used", repo(name))
+}
+
+/// Held by the one process fetching `d` from the repository's upstream (a mirror).
+pub fn fetch_lock(name: &RepoName, d: &Digest) -> String {
+    format!(
+        "{}/_quayside/fetch/{}/{}",
+        repo(name),
+        d.algorithm().as_str(),
+        d.hex()
+    )
 }
 
 /// What a repository holds of its own (nested repositories live beside these).

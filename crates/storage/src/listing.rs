@@ -310,6 +310,9 @@ mod walk_cost {
         async fn touch(&self, _: &str) -> Result<(), BackendError> {
             unreachable!("the catalog walk only lists")
         }
+        async fn create_empty(&self, _: &str) -> Result<(), BackendError> {
+            unreachable!("the catalog walk only lists")
+        }
         async fn claim(&self, _: &str) -> Result<Box<dyn Claim>, BackendError> {
             unreachable!("the catalog walk only lists")
         }

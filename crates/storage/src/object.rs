@@ -229,6 +229,17 @@ impl Backend for ObjectBackend {
         self.put(&used_marker(key), Bytes::new()).await
     }
 
+    async fn create_empty(&self, key: &str) -> Result<(), BackendError> {
+        match self
+            .store
+            .put_opts(&self.path(key), Bytes::new().into(), PutMode::Create.into())
+            .await
+        {
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            other => other.map(drop).map_err(err),
+        }
+    }
+
     async fn claim(&self, key: &str) -> Result<Box<dyn Claim>, BackendError> {
         let path = self.path(&lock_key(key));
         let holder = uuid::Uuid::new_v4().to_string();

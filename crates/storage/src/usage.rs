@@ -1,13 +1,14 @@
-//! When a repository was last used, for caches that expire what nobody pulls (the mirror's
-//! `--upstream-cache-max-age`), and forgetting a repository so that gc reclaims its blobs.
+//! What a pull-through cache needs of the store besides content: one fetch per blob across
+//! processes, when a repository was last used (`--upstream-cache-max-age`), and forgetting a
+//! repository so that gc reclaims its blobs.
 
 use std::time::SystemTime;
 
-use oci::RepoName;
+use oci::{Digest, RepoName};
 
-use crate::BackendError;
 use crate::layout;
 use crate::store::{Store, StoreError};
+use crate::{BackendError, Claim};
 
 /// Names per catalog page while listing a namespace.
 const PAGE: usize = 100;
@@ -28,6 +29,23 @@ impl Store {
                 .ok()
                 .and_then(|s| humantime::parse_rfc3339(s.trim()).ok())),
             Err(BackendError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Claims the fetch of `d` into `name` for this process, across every process sharing the
+    /// storage (a mirror's replicas); `None` while another holds it. A holder that dies gives
+    /// it up as its upload claims go (the kernel's lock; an object store's lease running out).
+    pub async fn claim_fetch(
+        &self,
+        name: &RepoName,
+        d: &Digest,
+    ) -> Result<Option<Box<dyn Claim>>, StoreError> {
+        let key = layout::fetch_lock(name, d);
+        self.backend.create_empty(&key).await?;
+        match self.backend.claim(&key).await {
+            Ok(claim) => Ok(Some(claim)),
+            Err(BackendError::Busy) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
