@@ -968,3 +968,38 @@ async fn pull(cache: SocketAddr, repo: &str, img: &Image) -> bool {
     }
     ok
 }
+
+/// An upstream that rate-limits (a Quayside with `--rate-limit`, answering 429 past its burst,
+/// as Docker Hub does): with a TTL of 0 every pull checks the tag, and every pull is still
+/// answered from the cache while the upstream refuses.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limiting_upstream_does_not_stop_cached_pulls() {
+    let (up_dir, cache_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let limits = ["--rate-limit", "1", "--rate-limit-burst", "10"];
+    let upstream = Quayside::registry(BIN, up_dir.path(), &limits);
+    let img = Image::new(49, &[4_000], "amd64");
+    push_image(upstream.addr, "lib/app", &img, "v1").await;
+    let declared = [format!("up.test=http://{}", upstream.addr)];
+    let cache = cache(cache_dir.path(), &declared, &["--upstream-tag-ttl", "0s"]);
+    let tag = format!("http://{}/v2/up.test/lib/app/manifests/v1", cache.addr);
+    for _ in 0..20 {
+        assert_eq!(tag_digest(&tag).await, img.manifest.digest);
+    }
+    let text = get(&format!("http://{}/metrics", upstream.addr))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let refused: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("quayside_http_requests_total{") && l.contains(r#"status="429""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(refused >= 1.0, "the upstream never refused: {refused}");
+    let errors = metric(
+        cache.addr,
+        r#"quayside_mirror_upstream_errors_total{upstream="up.test"}"#,
+    )
+    .await;
+    assert_eq!(errors, refused);
+}
