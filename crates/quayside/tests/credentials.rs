@@ -20,11 +20,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_quayside");
 const SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
 fn creds(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (k, v) in files {
-        std::fs::write(dir.path().join(k), v).unwrap();
-    }
-    dir
+    testkit::secret_dir(files)
 }
 
 /// `quayside credentials` with only the AWS settings a test gives (no profile, no IMDS).

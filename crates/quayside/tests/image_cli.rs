@@ -145,16 +145,13 @@ fn pull_secrets_follow_the_original_precedence() {
 
 #[test]
 fn ecr_names_ask_ecr_for_the_account() {
-    let dir = tempfile::tempdir().unwrap();
-    for (k, v) in [
+    let dir = testkit::secret_dir(&[
         ("accesskey", "AKIAIOSFODNN7EXAMPLE"),
         ("secretkey", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
         ("region", "us-west-2"),
         ("registryid", ""),
         ("hostname", ""),
-    ] {
-        std::fs::write(dir.path().join(k), v).unwrap();
-    }
+    ]);
     let out = Command::new(BIN)
         .args(["image", "--registry-secret-dir"])
         .arg(dir.path())

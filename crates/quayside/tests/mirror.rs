@@ -666,19 +666,15 @@ fn a_bad_upstream_declaration_names_the_flag() {
     }
 }
 
-/// A registry-secret for ECR (as Workflow mounts it) in a new directory.
+/// A registry-secret for ECR, as Workflow mounts it.
 fn ecr_secret() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (k, v) in [
+    testkit::secret_dir(&[
         ("accesskey", "AKIAIOSFODNN7EXAMPLE"),
         ("secretkey", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
         ("region", "us-west-2"),
         ("registryid", ""),
         ("hostname", ""),
-    ] {
-        std::fs::write(dir.path().join(k), v).unwrap();
-    }
-    dir
+    ])
 }
 
 /// A cache of `host` at `url` whose credentials are ECR tokens from `moto`.
@@ -830,16 +826,14 @@ async fn two_replicas_on_one_disk_fetch_a_blob_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_on_one_bucket_fetch_a_blob_once() {
-    let (unused, creds) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let unused = tempfile::tempdir().unwrap();
     let bucket = format!("mirror-{}", std::process::id());
-    for (key, value) in [
+    let creds = testkit::secret_dir(&[
         ("accesskey", "AKIDTEST"),
         ("secretkey", "not-a-real-secret"),
         ("region", "us-west-2"),
-        ("registry-bucket", bucket.as_str()),
-    ] {
-        std::fs::write(creds.path().join(key), value).unwrap();
-    }
+        ("registry-bucket", &bucket),
+    ]);
     let (creds, endpoint) = (creds.path().display().to_string(), testkit::s3_endpoint());
     let storage = [
         "--storage",

@@ -232,6 +232,15 @@ async fn axum_serve(
     let _ = serve::serve(listener, app, limits, shutdown).await;
 }
 
+/// A Kubernetes Secret as the kubelet mounts it: one file per key, in a new directory.
+pub fn secret_dir(keys: &[(&str, &str)]) -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (key, value) in keys {
+        std::fs::write(dir.path().join(key), value).expect("write a secret key");
+    }
+    dir
+}
+
 /// `sha256:<hex>` of some bytes.
 pub fn sha256(data: &[u8]) -> String {
     oci::Digest::of(oci::Algorithm::Sha256, data).to_string()
