@@ -2,8 +2,9 @@
 # The pull-through cache against CNCF distribution 2.8's proxy mode (Debian's docker-registry with
 # proxy.remoteurl), both in front of the same upstream (a quayside registry on local disk), all on
 # loopback. Prints the time of a pull (manifest + every blob, read to the end) made directly from
-# the upstream, cold through each cache and warm through each cache, and how many blob GETs the
-# upstream received when CLIENTS clients pulled one cold blob at once through each cache.
+# the upstream, cold through each cache and warm through each cache, the time to the first byte
+# of a cold blob, and how many blob GETs the upstream received when CLIENTS clients pulled one
+# cold blob at once through each cache.
 # Usage: bench/mirror.sh   (QUAYSIDE_BIN=path skips the release build; LAYER_MIB, LAYERS, CLIENTS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -111,6 +112,18 @@ def concurrent_cold(host, repo, upstream_repo):
     for t in threads: t.join()
     return upstream_blob_gets() - before, time.perf_counter() - start, len(errors)
 
+def first_byte(host, repo, upstream_repo):
+    blob = push_blob(upstream_repo, os.urandom(layer_mib << 20))
+    start = time.perf_counter()
+    resp = request("GET", f"http://{host}/v2/{repo}/blobs/{blob['digest']}")
+    resp.read(1)
+    elapsed = time.perf_counter() - start
+    drain(resp)
+    return elapsed * 1000
+
+d_first = first_byte(up, "lib/direct", "lib/direct")
+q_first = first_byte(q, "up.test/lib/q", "lib/q")
+p_first = first_byte(p, "lib/p", "lib/p")
 q_fetches, q_time, q_errors = concurrent_cold(q, "up.test/lib/q", "lib/q")
 p_fetches, p_time, p_errors = concurrent_cold(p, "lib/p", "lib/p")
 
@@ -119,6 +132,7 @@ print(f"{'':34}{'quayside':>16}{'distribution proxy':>22}")
 print(f"{'direct from the upstream':34}{rows[0][1]:>9.2f} s {size / rows[0][1]:>4.0f}")
 print(f"{'cold through the cache':34}{q_cold:>9.2f} s {size / q_cold:>4.0f}{p_cold:>15.2f} s {size / p_cold:>4.0f}")
 print(f"{'warm through the cache':34}{q_warm:>9.2f} s {size / q_warm:>4.0f}{p_warm:>15.2f} s {size / p_warm:>4.0f}")
+print(f"{'first byte of a cold blob (direct ' + f'{d_first:.1f} ms)':34}{q_first:>13.1f} ms{p_first:>19.1f} ms")
 print(f"{clients} clients, one cold {layer_mib} MiB blob at once:")
 print(f"{'  upstream blob GETs':34}{q_fetches:>16}{p_fetches:>22}")
 print(f"{'  until the last client finished':34}{q_time:>14.2f} s{p_time:>20.2f} s")

@@ -10,7 +10,9 @@
 //! `prometheus-client` (the Prometheus project's own Rust client: typed label sets, OpenMetrics text), `governor`
 //! (keyed GCRA rate limiting for `--rate-limit`, rather than a hand-written token bucket),
 //! `percent-encoding` (paths arrive encoded; `%2e%2e` must be seen as `..` and refused), `serde_urlencoded`
-//! for query strings, `http-body-util` for the bounded manifest read.
+//! for query strings, `http-body-util` for the bounded manifest read; `mirror` for the
+//! repositories of declared upstreams (`mirrored` renames a request to the cache's repository
+//! before access control, then answers it through the mirror).
 
 mod auth;
 mod blobs;
