@@ -240,13 +240,6 @@ impl Mirror {
         }))
     }
 
-    /// Whether a repository name lies under a declared upstream (and so is read-only).
-    pub fn is_mirrored(&self, name: &RepoName) -> bool {
-        name.as_str()
-            .split_once('/')
-            .is_some_and(|(first, _)| self.upstreams.contains_key(first))
-    }
-
     /// The manifest `reference` names, from the cache or the upstream.
     pub async fn manifest(
         &self,
@@ -547,8 +540,6 @@ mod tests {
         // The registry's own repositories stay its own.
         assert_eq!(resolved(&m, None, "team/app"), None);
         assert_eq!(resolved(&m, None, "docker.io"), None);
-        assert!(m.is_mirrored(&"quay.io/x".parse().unwrap()));
-        assert!(!m.is_mirrored(&"team/x".parse().unwrap()));
         assert!(matches!(
             m.resolve(Some("ghcr.io"), &"app".parse().unwrap()),
             Err(MirrorError::UnknownUpstream(_))
