@@ -119,6 +119,9 @@ impl Fetches {
         if let Some(shared) = running.get(&key) {
             return Ok(shared.clone());
         }
+        if running.len() >= mirror.options.max_fetches {
+            return Err(MirrorError::Busy(running.len()));
+        }
         let spool_error = |e: io::Error| MirrorError::Spool(e.to_string());
         let spool = tempfile::tempfile_in(&mirror.options.spool_dir).map_err(spool_error)?;
         let writer = spool.try_clone().map_err(spool_error)?;

@@ -102,6 +102,9 @@ pub struct Options {
     pub spool_dir: PathBuf,
     /// Forget a mirrored repository nobody pulled for this long (`None`: keep everything).
     pub cache_max_age: Option<Duration>,
+    /// Blob fetches running at once. Fetches outlive the clients that started them, so this is
+    /// what bounds the tasks, upstream connections and spool space clients can make us hold.
+    pub max_fetches: usize,
 }
 
 /// Why a mirrored request failed. Messages name the upstream by its declared host, never its
@@ -124,6 +127,11 @@ pub enum MirrorError {
     /// store error.
     #[error(transparent)]
     Store(Arc<StoreError>),
+    /// `max_fetches` blob fetches are running; the client should come back shortly.
+    #[error(
+        "{0} blob fetches from upstreams are running, the most this registry runs at once; retry shortly"
+    )]
+    Busy(usize),
     /// Our side: a spool file could not be made or read.
     #[error("spooling a fetched blob: {0}")]
     Spool(String),
@@ -508,6 +516,7 @@ mod tests {
             tag_ttl: Duration::from_secs(60),
             spool_dir: dir.to_owned(),
             cache_max_age: None,
+            max_fetches: 4,
         };
         Mirror::new(
             Store::new(backend, 1 << 20),

@@ -82,6 +82,11 @@ struct MirrorArgs {
     /// links; the next gc reclaims its blobs); off when unset.
     #[arg(long, env = "QUAYSIDE_UPSTREAM_CACHE_MAX_AGE", value_parser = humantime::parse_duration)]
     upstream_cache_max_age: Option<std::time::Duration>,
+    /// Blob fetches from upstreams running at once; a client asking for another uncached blob
+    /// meanwhile gets 429 with Retry-After. Fetches go on when their clients leave, so this bounds
+    /// what clients can make the registry hold (tasks, upstream connections, spool space).
+    #[arg(long, env = "QUAYSIDE_UPSTREAM_MAX_FETCHES", default_value_t = 64)]
+    upstream_max_fetches: usize,
 }
 
 impl MirrorArgs {
@@ -474,6 +479,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             tag_ttl: args.mirror.upstream_tag_ttl,
             spool_dir: args.mirror.upstream_spool_dir.clone(),
             cache_max_age: args.mirror.upstream_cache_max_age,
+            max_fetches: args.mirror.upstream_max_fetches.max(1),
         };
         let metrics = app.metrics.mirror.clone();
         app = app.with_mirror(mirror::Mirror::new(

@@ -997,3 +997,59 @@ async fn a_rate_limiting_upstream_does_not_stop_cached_pulls() {
     .await;
     assert_eq!(errors, refused);
 }
+
+/// `--upstream-max-fetches`: fetches go on when their clients leave, so their number is capped;
+/// past it a client asking for another uncached blob gets 429 with Retry-After, a client of a
+/// running fetch still joins it, and a slot frees as a fetch ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn fetches_at_once_are_capped_and_joining_one_costs_no_slot() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(1 << 20, 13);
+    let upstream = HandMade::start(data.clone()).await;
+    let declared = [format!("slow.test=http://{}", upstream.addr)];
+    let cache = cache(
+        cache_dir.path(),
+        &declared,
+        &["--upstream-max-fetches", "2"],
+    );
+    let url = |digest: &str| format!("http://{}/v2/slow.test/lib/blob/blobs/{digest}", cache.addr);
+    // Two fetches held by the upstream (digests it cannot satisfy: they fail when released).
+    let (one, two, three) = (sha256(b"one"), sha256(b"two"), sha256(b"three"));
+    let first = get(&url(&one)).await;
+    let second = get(&url(&two)).await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let refused = get(&url(&three)).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert!(refused.text().await.unwrap().contains("TOOMANYREQUESTS"));
+    let joined = get(&url(&one)).await;
+    assert_eq!(joined.status(), 200);
+    assert_eq!(upstream.gets.load(Ordering::SeqCst), 2);
+
+    upstream.gate.add_permits(10);
+    for resp in [first, second, joined] {
+        assert!(
+            resp.bytes().await.is_err(),
+            "a blob that does not verify was served whole"
+        );
+    }
+    let digest = sha256(&data);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = get(&url(&digest)).await;
+        if resp.status() == 200 {
+            assert_eq!(sha256(&resp.bytes().await.unwrap()), digest);
+            break;
+        }
+        // The failed fetches leave the table as their tasks end.
+        assert_eq!(resp.status(), 429);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slots never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

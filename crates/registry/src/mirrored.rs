@@ -129,6 +129,8 @@ fn api_error(e: MirrorError, unknown: ErrorCode) -> ApiError {
             ApiError::new(ErrorCode::BadGateway, message)
         }
         MirrorError::Name(_) => ApiError::new(ErrorCode::NameInvalid, message),
+        MirrorError::Busy(_) => ApiError::new(ErrorCode::TooManyRequests, message)
+            .with_header(axum::http::header::RETRY_AFTER, 1),
         MirrorError::Store(e) => match std::sync::Arc::try_unwrap(e) {
             Ok(e) => ApiError::from(e),
             Err(e) => ApiError::internal(ErrorCode::Unavailable, &e.to_string()),
