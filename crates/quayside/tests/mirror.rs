@@ -637,6 +637,10 @@ async fn mirrored_repositories_are_read_only_and_the_registry_keeps_its_own() {
     ))
     .await;
     assert_eq!(resp.status(), 404);
+    assert!(
+        !resp.headers().contains_key("oci-namespace"),
+        "an ns not honoured is not echoed"
+    );
     assert!(resp.text().await.unwrap().contains("NAME_UNKNOWN"));
 }
 

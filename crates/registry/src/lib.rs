@@ -271,14 +271,17 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
         }
         Err(e) => return labelled(e.into_response(), "unknown"),
     };
-    let mut ns = None;
+    // Set once the request's `ns` named a mirrored upstream.
+    let mut honoured_ns = None;
     let result = async {
         let mut params = params(parts.uri.query())?;
-        ns = params.ns.clone();
         let (target, mirrored) = match app.mirror.as_deref() {
             Some(mirror) => mirrored::resolve(mirror, target, params.ns.as_deref())?,
             None => (target, None),
         };
+        if mirrored.is_some() {
+            honoured_ns = params.ns.clone();
+        }
         auth::check(&app, &parts.headers, &parts.method, &target, &mut params)?;
         match (app.mirror.as_deref(), mirrored) {
             (Some(mirror), Some(m)) => {
@@ -298,8 +301,8 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
     }
     .await;
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
-    // The spec's main branch: a registry that honours `ns` says so.
-    if let Some(ns) = ns.filter(|_| app.mirror.is_some())
+    // The spec's main branch: a registry that honours `ns` says so (and only then).
+    if let Some(ns) = honoured_ns
         && let Ok(value) = axum::http::HeaderValue::from_str(&ns)
     {
         response.headers_mut().insert("oci-namespace", value);
