@@ -19,6 +19,17 @@ pub async fn get(
     head: bool,
 ) -> Result<Response, ApiError> {
     let size = app.store.blob_size(name, digest).await?;
+    serve(app, digest, size, headers, head).await
+}
+
+/// A blob the repository holds, of `size` bytes (already looked up).
+pub async fn serve(
+    app: &App,
+    digest: &Digest,
+    size: u64,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response, ApiError> {
     if app.redirect
         && !head
         && let Some(url) = presigned(app, digest).await

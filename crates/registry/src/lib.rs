@@ -275,28 +275,17 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
     let mut honoured_ns = None;
     let result = async {
         let mut params = params(parts.uri.query())?;
-        let (target, mirrored) = match app.mirror.as_deref() {
-            Some(mirror) => mirrored::resolve(mirror, target, params.ns.as_deref())?,
-            None => (target, None),
-        };
+        let (target, mirrored) = mirrored::resolve(&app, target, params.ns.as_deref())?;
         if mirrored.is_some() {
             honoured_ns = params.ns.clone();
         }
         auth::check(&app, &parts.headers, &parts.method, &target, &mut params)?;
-        match (app.mirror.as_deref(), mirrored) {
-            (Some(mirror), Some(m)) => {
-                mirrored::handle(
-                    &app,
-                    mirror,
-                    &m,
-                    &parts.method,
-                    target,
-                    &parts.headers,
-                    &params,
-                )
-                .await
+        match mirrored {
+            Some((mirror, m)) => {
+                let (method, headers) = (&parts.method, &parts.headers);
+                mirrored::handle(&app, mirror, &m, method, target, headers, &params).await
             }
-            _ => handle(&app, &parts.method, target, &parts.headers, &params, body).await,
+            None => handle(&app, &parts.method, target, &parts.headers, &params, body).await,
         }
     }
     .await;

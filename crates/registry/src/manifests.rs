@@ -38,15 +38,20 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let reference = parse_get_reference(reference)?;
     let m = app.store.manifest_get(name, &reference).await?;
+    Ok(respond(m, head))
+}
+
+/// A manifest answer; `head` sends the headers only.
+pub fn respond(m: storage::ManifestContent, head: bool) -> Response {
     let length = m.body.len() as u64;
-    Ok(response::content(
+    response::content(
         StatusCode::OK,
         &m.media_type,
         &m.digest,
         length,
         Body::from(m.body),
         head,
-    ))
+    )
 }
 
 pub async fn put(

@@ -2,25 +2,32 @@
 //! cache or through it from the upstream, tags and referrers from what is cached, writes refused.
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::response::Response;
 use mirror::{BlobSource, Fetch, Mirror, MirrorError, Mirrored};
 use oci::{Digest, ErrorCode};
 
 use crate::error::ApiError;
 use crate::route::Target;
-use crate::{App, Params, blobs, manifests, response};
+use crate::{App, Params, blobs, manifests};
 
-/// The request's target as the cache names it, and the mirrored repository, if it is one.
-pub(crate) fn resolve(
-    mirror: &Mirror,
+/// A request for a mirrored repository: the mirror and the repository as it sees it.
+pub(crate) type Found<'a> = (&'a Mirror, Mirrored);
+
+/// The request's target as the cache names it, and what mirrors it, if the registry mirrors
+/// upstreams and this is one of theirs.
+pub(crate) fn resolve<'a>(
+    app: &'a App,
     target: Target,
     ns: Option<&str>,
-) -> Result<(Target, Option<Mirrored>), ApiError> {
+) -> Result<(Target, Option<Found<'a>>), ApiError> {
+    let Some(mirror) = app.mirror.as_deref() else {
+        return Ok((target, None));
+    };
     match mirror.resolve(ns, target.name()) {
         Ok(Some(m)) => {
             let cache = m.cache.clone();
-            Ok((target.with_name(cache), Some(m)))
+            Ok((target.with_name(cache), Some((mirror, m))))
         }
         Ok(None) => Ok((target, None)),
         Err(e) => Err(api_error(e, ErrorCode::NameUnknown)),
@@ -39,9 +46,9 @@ pub(crate) async fn handle(
     let head = method == Method::HEAD;
     match (method.clone(), target) {
         (Method::GET | Method::HEAD, Target::Manifest(_, r)) => manifest(mirror, m, &r, head).await,
-        (Method::GET | Method::HEAD, Target::Blob(n, d)) => {
+        (Method::GET | Method::HEAD, Target::Blob(_, d)) => {
             let digest = crate::uploads::parse_digest(&d)?;
-            blob(app, mirror, m, &n, &digest, headers, head).await
+            blob(app, mirror, m, &digest, headers, head).await
         }
         (Method::GET, target @ (Target::Tags(_) | Target::Referrers(..))) => {
             crate::handle(app, method, target, headers, params, Body::empty()).await
@@ -68,22 +75,13 @@ async fn manifest(
         .manifest(m, &reference)
         .await
         .map_err(|e| api_error(e, ErrorCode::ManifestUnknown))?;
-    let length = content.body.len() as u64;
-    Ok(response::content(
-        StatusCode::OK,
-        &content.media_type,
-        &content.digest,
-        length,
-        Body::from(content.body),
-        head,
-    ))
+    Ok(manifests::respond(content, head))
 }
 
 async fn blob(
     app: &App,
     mirror: &Mirror,
     m: &Mirrored,
-    name: &oci::RepoName,
     digest: &Digest,
     headers: &HeaderMap,
     head: bool,
@@ -94,7 +92,7 @@ async fn blob(
         return Ok(blobs::respond(digest, size, None, Body::empty(), true));
     }
     match mirror.blob(m, digest).await.map_err(unknown)? {
-        BlobSource::Stored { .. } => blobs::get(app, name, digest, headers, false).await,
+        BlobSource::Stored { size } => blobs::serve(app, digest, size, headers, false).await,
         BlobSource::Fetching(fetch) => Ok(streamed(&fetch, digest, headers)?),
     }
 }
