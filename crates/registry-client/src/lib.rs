@@ -215,28 +215,38 @@ impl Client {
         ),
         Error,
     > {
-        let image = format!("{}/{repository}@{digest}", self.registry);
-        let op = Op::pull(repository, "pull", &image);
-        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
-        let resp = self.send(op, || self.http.get(&url)).await?;
-        let resp = self
-            .check(resp, op, || format!("blob {digest} of {repository}"))
-            .await?;
+        let resp = self.pull_blob(repository, digest, false).await?;
         Ok((resp.content_length(), resp.bytes_stream()))
     }
 
     /// The blob's size by `HEAD`, with pull access only.
     pub async fn blob_size(&self, repository: &str, digest: &oci::Digest) -> Result<u64, Error> {
-        let image = format!("{}/{repository}@{digest}", self.registry);
-        let op = Op::pull(repository, "pull", &image);
-        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
-        let resp = self.send(op, || self.http.head(&url)).await?;
-        let resp = self
-            .check(resp, op, || format!("blob {digest} of {repository}"))
-            .await?;
+        let resp = self.pull_blob(repository, digest, true).await?;
         header(&resp, CONTENT_LENGTH)
             .and_then(|l| l.parse().ok())
             .ok_or_else(|| self.protocol(format!("blob {digest} answered without a size")))
+    }
+
+    /// `GET` (or `HEAD`) of a blob with pull access, refusals turned into errors.
+    async fn pull_blob(
+        &self,
+        repository: &str,
+        digest: &oci::Digest,
+        head: bool,
+    ) -> Result<Response, Error> {
+        let image = format!("{}/{repository}@{digest}", self.registry);
+        let op = Op::pull(repository, "pull", &image);
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        let method = if head {
+            reqwest::Method::HEAD
+        } else {
+            reqwest::Method::GET
+        };
+        let resp = self
+            .send(op, || self.http.request(method.clone(), &url))
+            .await?;
+        self.check(resp, op, || format!("blob {digest} of {repository}"))
+            .await
     }
 
     /// The blob's bytes as they arrive.
