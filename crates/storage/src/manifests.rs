@@ -120,7 +120,7 @@ impl Store {
         self.check_references(name, &manifest).await?;
         self.hold_references(&digest, &manifest).await?;
         self.check_still_present(&manifest).await?;
-        self.write_manifest(name, reference, tags, &digest, manifest, body)
+        self.write_manifest(name, reference, tags, digest, manifest, body)
             .await
     }
 
@@ -138,7 +138,7 @@ impl Store {
     ) -> Result<PutManifest, StoreError> {
         let (manifest, digest) = self.validate(reference, content_type, &body)?;
         self.hold_references(&digest, &manifest).await?;
-        self.write_manifest(name, reference, &[], &digest, manifest, body)
+        self.write_manifest(name, reference, &[], digest, manifest, body)
             .await
     }
 
@@ -177,11 +177,10 @@ impl Store {
         name: &RepoName,
         reference: &Reference,
         tags: &[Tag],
-        digest: &Digest,
+        digest: Digest,
         manifest: Manifest,
         body: Bytes,
     ) -> Result<PutManifest, StoreError> {
-        let digest = digest.clone();
         self.backend.put(&layout::blob_data(&digest), body).await?;
         self.write_link(&layout::revision_link(name, &digest), &digest)
             .await?;
