@@ -90,6 +90,15 @@ struct MirrorArgs {
 }
 
 impl MirrorArgs {
+    fn options(&self) -> mirror::Options {
+        mirror::Options {
+            tag_ttl: self.upstream_tag_ttl,
+            spool_dir: self.upstream_spool_dir.clone(),
+            cache_max_age: self.upstream_cache_max_age,
+            max_fetches: self.upstream_max_fetches.max(1),
+        }
+    }
+
     /// The declared upstreams with their credentials; every bad entry named with its flag.
     async fn upstreams(&self) -> Result<Vec<mirror::UpstreamConfig>, ConfigError> {
         let mut upstreams = self
@@ -475,22 +484,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if !upstreams.is_empty() {
         let hosts: Vec<_> = upstreams.iter().map(|u| u.host.clone()).collect();
         tracing::info!(upstreams = ?hosts, tag_ttl = ?args.mirror.upstream_tag_ttl, "mirroring");
-        let options = mirror::Options {
-            tag_ttl: args.mirror.upstream_tag_ttl,
-            spool_dir: args.mirror.upstream_spool_dir.clone(),
-            cache_max_age: args.mirror.upstream_cache_max_age,
-            max_fetches: args.mirror.upstream_max_fetches.max(1),
-        };
-        let metrics = app.metrics.mirror.clone();
+        let (options, metrics) = (args.mirror.options(), app.metrics.mirror.clone());
         app = app.with_mirror(mirror::Mirror::new(
             store.clone(),
             upstreams,
             options,
             metrics,
         ));
-    }
-    if let Some(mirror) = app.mirror.clone() {
-        tokio::spawn(mirror.expire_unused());
+        if let Some(mirror) = app.mirror.clone() {
+            tokio::spawn(mirror.expire_unused());
+        }
     }
     if let Some(rate) = args.rate_limit {
         app = app.with_rate_limit(rate, args.rate_limit_burst);
