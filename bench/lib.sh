@@ -8,7 +8,10 @@ absolute() { case "$2" in http*) echo "$2";; *) echo "http://$1$2";; esac; }
 with_query() { case "$1" in *\?*) echo "$1&$2";; *) echo "$1?$2";; esac; }
 now() { date +%s.%N; }
 mibps() { python3 -c "print(f'{$1/($3-$2):.0f}')"; }
-median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.0f}')" "$@"; }
+# CPU time (user + system, ms) a process has used so far, all its threads included.
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1000 / hz}' "/proc/$1/stat"; }
+per() { python3 -c "print(f'{($2-$1)/$3:.3f}')"; } # before after units: CPU ms per unit
+median() { python3 -c "import statistics,sys; m=statistics.median(map(float, sys.argv[1:])); print(f'{m:.0f}' if m >= 10 else f'{m:.3g}')" "$@"; }
 push_monolithic() { # host file digest repo
   local loc; loc=$(curl -s -D - -o /dev/null -X POST "http://$1/v2/$4/blobs/uploads/" | location)
   loc=$(absolute "$1" "$loc")

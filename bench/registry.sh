@@ -18,8 +18,9 @@ STORAGE=${STORAGE:-filesystem}
 for tool in wrk docker-registry; do
   command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk docker-registry >/dev/null; }
 done
-cargo build --release --locked -q -p quayside
-BIN=target/release/quayside
+# QUAYSIDE_BIN: a release binary built elsewhere (say, of another commit) instead of this tree's.
+BIN=${QUAYSIDE_BIN:-target/release/quayside}
+[ -n "${QUAYSIDE_BIN:-}" ] || cargo build --release --locked -q -p quayside
 
 work=$(mktemp -d)
 pids=()
@@ -105,24 +106,30 @@ push_chunked() { # host chunkdir digest repo
 # this machine's virtual disk swings with write-back load, and turns expose both servers to it.
 ROUNDS=${ROUNDS:-3}
 
+# timed NAME METRIC MIB CMD...: runs CMD, records MiB/s and the server's CPU ms per MiB.
+timed() {
+  local name=$1 metric=$2 mib=$3 t0 t1 c0 c1; shift 3
+  c0=$(cpu_ms "${PID[$name]}"); t0=$(now); "$@"; t1=$(now); c1=$(cpu_ms "${PID[$name]}")
+  S[$name.$metric]+=" $(mibps "$mib" "$t0" "$t1")"
+  S[$name.$metric.cpu]+=" $(per "$c0" "$c1" "$mib")"
+}
+
 measure_push() { # name host round
-  local t0 t1
-  t0=$(now); push_monolithic "$2" "$work/big" "$BIG_DIGEST" "bench/mono$3"; t1=$(now)
-  S[$1.push]+=" $(mibps "$BLOB_MIB" "$t0" "$t1")"
-  t0=$(now); push_chunked "$2" "$work/chunks2" "$BIG2_DIGEST" "bench/chunked$3"; t1=$(now)
-  S[$1.chunked]+=" $(mibps "$BLOB_MIB" "$t0" "$t1")"
+  timed "$1" push "$BLOB_MIB" push_monolithic "$2" "$work/big" "$BIG_DIGEST" "bench/mono$3"
+  timed "$1" chunked "$BLOB_MIB" push_chunked "$2" "$work/chunks2" "$BIG2_DIGEST" "bench/chunked$3"
+}
+
+pull_parallel() { # host
+  local i
+  for i in $(seq 1 "$PAR"); do
+    curl -sfL -o /dev/null "http://$1/v2/bench/par/blobs/${PAR_DIGEST[$i]}" &
+  done
+  wait_jobs
 }
 
 measure_pull() { # name host
-  local t0 t1 i
-  t0=$(now); curl -sfL -o /dev/null "http://$2/v2/bench/mono1/blobs/$BIG_DIGEST"; t1=$(now)
-  S[$1.pull]+=" $(mibps "$BLOB_MIB" "$t0" "$t1")"
-  t0=$(now)
-  for i in $(seq 1 "$PAR"); do
-    curl -sfL -o /dev/null "http://$2/v2/bench/par/blobs/${PAR_DIGEST[$i]}" &
-  done
-  wait_jobs; t1=$(now)
-  S[$1.parallel]+=" $(mibps "$((PAR * PAR_MIB))" "$t0" "$t1")"
+  timed "$1" pull "$BLOB_MIB" curl -sfL -o /dev/null "http://$2/v2/bench/mono1/blobs/$BIG_DIGEST"
+  timed "$1" parallel "$((PAR * PAR_MIB))" pull_parallel "$2"
 }
 
 prepare_pulls() { # host
@@ -137,21 +144,26 @@ prepare_pulls() { # host
     --data-binary "$manifest" "http://$1/v2/bench/mono1/manifests/latest"
 }
 
-measure_manifests() { # name host pid
-  wrk -t2 -c32 -d"${WRK_SECONDS}s" --latency -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-    "http://$2/v2/bench/mono1/manifests/latest" >"$work/wrk-$1.txt"
-  R[$1.rps]=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$work/wrk-$1.txt")
-  R[$1.p99]=$(awk '$1=="99%" {print $2}' "$work/wrk-$1.txt")
-  R[$1.rss]=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$3/status")
+measure_manifests() { # name host connections
+  local c0 c1 out="$work/wrk-$1-$3.txt"
+  c0=$(cpu_ms "${PID[$1]}")
+  wrk -t2 -c"$3" -d"${WRK_SECONDS}s" --latency -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "http://$2/v2/bench/mono1/manifests/latest" >"$out"
+  c1=$(cpu_ms "${PID[$1]}")
+  R[$1.rps$3]=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$out")
+  R[$1.p50_$3]=$(awk '$1=="50%" {print $2}' "$out")
+  R[$1.p99_$3]=$(awk '$1=="99%" {print $2}' "$out")
+  R[$1.rps$3.cpu]=$(per "$c0" "$c1" "$(awk '/requests in/ {print $1}' "$out")")
 }
 
 wait_jobs() { for j in $(jobs -p); do case " ${pids[*]} " in *" $j "*) ;; *) wait "$j";; esac; done; }
 
-declare -A R S
+declare -A R S PID
 declare -a PAR_DIGEST
 for i in $(seq 1 "$PAR"); do PAR_DIGEST[$i]="sha256:$(sha256sum "$work/par$i" | cut -d' ' -f1)"; done
 [ "$STORAGE" = s3 ] && start_moto
 start_quayside; start_peer
+PID[quayside]=$Q_PID; PID[peer]=$P_PID
 for round in $(seq 1 "$ROUNDS"); do
   measure_push quayside "$Q" "$round"; measure_push peer "$P" "$round"
 done
@@ -159,17 +171,27 @@ prepare_pulls "$Q"; prepare_pulls "$P"
 for round in $(seq 1 "$ROUNDS"); do
   measure_pull quayside "$Q"; measure_pull peer "$P"
 done
-measure_manifests quayside "$Q" "$Q_PID"
-measure_manifests peer "$P" "$P_PID"
+for conns in 32 256; do
+  measure_manifests quayside "$Q" "$conns"; measure_manifests peer "$P" "$conns"
+done
+for name in quayside peer; do R[$name.rss]=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/${PID[$name]}/status"); done
 for k in "${!S[@]}"; do R[$k]=$(median ${S[$k]}); done
 
 ratio() { python3 -c "a,b=float('$1'),float('$2'); print(f'{a/b:.2f}x' if b else 'n/a')"; }
-printf '\n%-34s %12s %14s %8s\n' "$STORAGE: median of $ROUNDS, $(nproc) cores" quayside distribution ratio
-row() { printf '%-34s %12s %14s %8s\n' "$1" "${R[quayside.$2]}" "${R[peer.$2]}" "$3"; }
-row "push monolithic ${BLOB_MIB} MiB (MiB/s)" push "$(ratio "${R[quayside.push]}" "${R[peer.push]}")"
-row "push chunked ${CHUNK_MIB} MiB PATCHes (MiB/s)" chunked "$(ratio "${R[quayside.chunked]}" "${R[peer.chunked]}")"
-row "pull ${BLOB_MIB} MiB (MiB/s)" pull "$(ratio "${R[quayside.pull]}" "${R[peer.pull]}")"
-row "pull ${PAR}x${PAR_MIB} MiB parallel (MiB/s)" parallel "$(ratio "${R[quayside.parallel]}" "${R[peer.parallel]}")"
-row "manifest GET, 32 conns (req/s)" rps "$(ratio "${R[quayside.rps]}" "${R[peer.rps]}")"
-row "manifest GET p99" p99 ""
-row "peak RSS (MiB)" rss "$(ratio "${R[peer.rss]}" "${R[quayside.rss]}") less"
+printf '\n%-36s %10s %12s %7s   %s\n' "$STORAGE: median of $ROUNDS, $(nproc) cores" quayside distribution ratio \
+  "server CPU per unit, quayside / distribution"
+row() { # label key unit-of-cpu [ratio]
+  local ratio=${4-$(ratio "${R[quayside.$2]}" "${R[peer.$2]}")} cpu=""
+  [ -n "$3" ] && cpu="${R[quayside.$2.cpu]} / ${R[peer.$2.cpu]} ms per $3"
+  printf '%-36s %10s %12s %7s   %s\n' "$1" "${R[quayside.$2]}" "${R[peer.$2]}" "$ratio" "$cpu"
+}
+row "push monolithic ${BLOB_MIB} MiB (MiB/s)" push MiB
+row "push chunked ${CHUNK_MIB} MiB PATCHes (MiB/s)" chunked MiB
+row "pull ${BLOB_MIB} MiB (MiB/s)" pull MiB
+row "pull ${PAR}x${PAR_MIB} MiB parallel (MiB/s)" parallel MiB
+for conns in 32 256; do
+  row "manifest GET, $conns conns (req/s)" "rps$conns" request
+  row "  p50 latency" "p50_$conns" "" ""
+  row "  p99 latency" "p99_$conns" "" ""
+done
+row "peak RSS (MiB)" rss "" "$(ratio "${R[peer.rss]}" "${R[quayside.rss]}") less"
