@@ -427,8 +427,14 @@ impl FsAppender {
 
     /// Starts writing what is buffered.
     async fn flush(&mut self) -> Result<(), BackendError> {
+        let block = self.buffer.split().freeze();
+        self.write_block(block).await
+    }
+
+    /// Starts writing `block` once the block before it is written.
+    async fn write_block(&mut self, block: Bytes) -> Result<(), BackendError> {
         self.settled().await?;
-        let (file, block) = (self.file.clone(), self.buffer.split().freeze());
+        let file = self.file.clone();
         self.writing = Some(tokio::task::spawn_blocking(move || {
             (&*file).write_all(&block)
         }));
@@ -440,6 +446,10 @@ impl FsAppender {
 impl Appender for FsAppender {
     async fn write(&mut self, chunk: Bytes) -> Result<(), BackendError> {
         self.len += chunk.len() as u64;
+        if self.buffer.is_empty() && chunk.len() >= IO_BLOCK {
+            // Already a whole block (the store hands over blocks): written without a copy.
+            return self.write_block(chunk).await;
+        }
         self.buffer.extend_from_slice(&chunk);
         if self.buffer.len() >= IO_BLOCK {
             self.flush().await?;
