@@ -95,7 +95,7 @@ impl fmt::Display for Tag {
 }
 
 /// The `<reference>` of a manifest URL: a tag or a digest.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub enum Reference {
     Tag(Tag),
     Digest(Digest),

@@ -30,6 +30,11 @@ pub struct Args {
     /// with 400 and can be resumed from its last acknowledged offset.
     #[arg(long, env = "QUAYSIDE_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     body_timeout: std::time::Duration,
+    /// How long a manifest GET may answer from a tag (or digest) looked up earlier instead of
+    /// reading storage again. Pushes and deletes through this process are seen at once; another
+    /// replica's, within this. `0s`: read storage on every request.
+    #[arg(long, env = "QUAYSIDE_CACHE_TTL", default_value = "1s", value_parser = humantime::parse_duration)]
+    cache_ttl: std::time::Duration,
     #[command(flatten)]
     connections: crate::connection_args::ConnectionArgs,
     /// Requests a second each client address may make (a token bucket per address; 429 with
@@ -477,6 +482,7 @@ impl StorageArgs {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let access = args.auth.access()?;
     let (store, storage) = args.storage.open().await?;
+    let store = store.with_resolution_ttl(args.cache_ttl);
     let upstreams = args.mirror.upstreams().await?;
     let mut app = registry::App::new(store.clone())
         .with_redirect(args.redirect)

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use reqwest::{Client, StatusCode};
+use testkit::image::{Image, OCI_MANIFEST};
 use testkit::process::Quayside;
 use testkit::{random_bytes, sha256};
 
@@ -429,4 +430,132 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
         started.elapsed()
     );
     assert_eq!(testkit::http_get(q.addr, "/v2/").0, 200);
+}
+
+/// Pushes an image's blobs (monolithic) and its manifest under `tag`.
+async fn push_image(c: &Client, server: &Quayside, repo: &str, img: &Image, tag: &str) {
+    for blob in img.blobs() {
+        let resp = c
+            .post(server.url(&format!("/v2/{repo}/blobs/uploads/?digest={}", blob.digest)))
+            .body(blob.data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    let resp = c
+        .put(server.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header("content-type", OCI_MANIFEST)
+        .body(img.manifest.data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+}
+
+/// The digest a GET of `repo:tag` answers, or its status when not 200.
+async fn served(c: &Client, server: &Quayside, repo: &str, tag: &str) -> Result<String, u16> {
+    let resp = c
+        .get(server.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    if resp.status() != StatusCode::OK {
+        return Err(resp.status().as_u16());
+    }
+    let digest = resp.headers()["docker-content-digest"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        sha256(&resp.bytes().await.unwrap()),
+        digest,
+        "body and digest disagree"
+    );
+    Ok(digest)
+}
+
+/// `--cache-ttl`: a replica answers tags from memory, yet sees a push or delete made through
+/// itself by its very next GET (also while GETs race the change), and another replica's change
+/// once the TTL has passed.
+#[tokio::test]
+async fn tag_changes_are_seen_at_once_by_their_replica_and_within_the_cache_ttl_by_others() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let a = Quayside::registry(BIN, data_dir.path(), &["--cache-ttl", "1h"]);
+    let b = Quayside::registry(BIN, data_dir.path(), &["--cache-ttl", "1h"]);
+    let short = Quayside::registry(BIN, data_dir.path(), &["--cache-ttl", "2s"]);
+    let c = testkit::http_client();
+    let images: Vec<Image> = (0..3)
+        .map(|i| Image::new(700 + i, &[512], "amd64"))
+        .collect();
+    let digest = |i: usize| images[i].manifest.digest.clone();
+
+    push_image(&c, &a, "app", &images[0], "v1").await;
+    for replica in [&a, &b, &short] {
+        assert_eq!(served(&c, replica, "app", "v1").await, Ok(digest(0)));
+    }
+    push_image(&c, &a, "app", &images[1], "v1").await;
+    let moved = std::time::Instant::now();
+    assert_eq!(served(&c, &a, "app", "v1").await, Ok(digest(1)), "own push");
+    // The other replicas answer from memory (b for its hour), which is what the cache is for.
+    assert_eq!(served(&c, &b, "app", "v1").await, Ok(digest(0)));
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(moved.elapsed())).await;
+    assert_eq!(
+        served(&c, &short, "app", "v1").await,
+        Ok(digest(1)),
+        "another replica's move is seen once the TTL has passed"
+    );
+
+    // GETs racing a push through the same replica: each that starts after the push's 201 sees it.
+    let pushed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>> = Arc::default();
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (c, pushed_at) = (c.clone(), pushed_at.clone());
+            let url = a.url("/v2/app/manifests/v1");
+            tokio::spawn(async move {
+                let mut seen_after = Vec::new();
+                while seen_after.len() < 20 {
+                    let started = std::time::Instant::now();
+                    let after_push = pushed_at.lock().unwrap().is_some_and(|p| started > p);
+                    let resp = c
+                        .get(&url)
+                        .header("accept", OCI_MANIFEST)
+                        .send()
+                        .await
+                        .unwrap();
+                    let got = resp.headers()["docker-content-digest"]
+                        .to_str()
+                        .unwrap()
+                        .to_owned();
+                    if after_push {
+                        seen_after.push(got);
+                    }
+                }
+                seen_after
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    push_image(&c, &a, "app", &images[2], "v1").await;
+    *pushed_at.lock().unwrap() = Some(std::time::Instant::now());
+    for reader in readers {
+        for got in reader.await.unwrap() {
+            assert_eq!(
+                got,
+                digest(2),
+                "a GET after the push got the tag's old digest"
+            );
+        }
+    }
+
+    // A delete through the replica: its next GET by tag and by digest find nothing.
+    let resp = c
+        .delete(a.url(&format!("/v2/app/manifests/{}", digest(2))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(served(&c, &a, "app", "v1").await, Err(404));
+    assert_eq!(served(&c, &a, "app", &digest(2)).await, Err(404));
 }

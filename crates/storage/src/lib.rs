@@ -27,6 +27,7 @@ mod manifests;
 pub mod object;
 pub mod open;
 pub mod provision;
+mod resolved;
 mod store;
 mod uploads;
 mod usage;

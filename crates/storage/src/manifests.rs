@@ -49,12 +49,26 @@ impl Store {
         }
     }
 
+    /// A manifest as served to pulls: resolved through the in-memory resolutions when they are
+    /// fresh (see [`Store::with_resolution_ttl`]), from storage otherwise.
     pub async fn manifest_get(
         &self,
         name: &RepoName,
         reference: &Reference,
     ) -> Result<ManifestContent, StoreError> {
-        let digest = self.manifest_resolve(name, reference).await?;
+        let digest = match self.resolved.get(name, reference) {
+            Ok(digest) => digest,
+            Err(ticket) => {
+                let digest = self.manifest_resolve(name, reference).await?;
+                self.resolved.insert(name, reference, &digest, ticket);
+                digest
+            }
+        };
+        self.manifest_content(digest).await
+    }
+
+    /// The bytes and media type of a manifest known to be stored.
+    async fn manifest_content(&self, digest: Digest) -> Result<ManifestContent, StoreError> {
         let cached = match self.manifests.get(&digest) {
             Some(hit) => hit,
             None => {
@@ -182,28 +196,47 @@ impl Store {
         body: Bytes,
     ) -> Result<PutManifest, StoreError> {
         self.backend.put(&layout::blob_data(&digest), body).await?;
-        self.write_link(&layout::revision_link(name, &digest), &digest)
-            .await?;
         let subject = manifest.subject.map(|s| s.digest);
-        if let Some(subject) = &subject {
-            self.write_link(&layout::referrer_link(name, subject, &digest), &digest)
-                .await?;
-        }
         let named = match reference {
             Reference::Tag(tag) => Some(tag),
             Reference::Digest(_) => None,
         };
-        for tag in named.into_iter().chain(tags) {
-            self.write_link(&layout::tag_index_link(name, tag, &digest), &digest)
-                .await?;
-            self.write_link(&layout::tag_current_link(name, tag), &digest)
-                .await?;
-        }
+        let all_tags: Vec<&Tag> = named.into_iter().chain(tags).collect();
+        let linked = self
+            .link_manifest(name, &digest, subject.as_ref(), &all_tags)
+            .await;
+        // Also after a failure: some of the links may be in storage.
+        self.resolved.changed();
+        linked?;
         Ok(PutManifest {
             digest,
             subject,
             tags: tags.to_vec(),
         })
+    }
+
+    /// Links a stored manifest into the repository as a revision, a referrer of `subject`, and
+    /// what `tags` now point at.
+    async fn link_manifest(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        subject: Option<&Digest>,
+        tags: &[&Tag],
+    ) -> Result<(), StoreError> {
+        self.write_link(&layout::revision_link(name, digest), digest)
+            .await?;
+        if let Some(subject) = subject {
+            self.write_link(&layout::referrer_link(name, subject, digest), digest)
+                .await?;
+        }
+        for tag in tags {
+            self.write_link(&layout::tag_index_link(name, tag, digest), digest)
+                .await?;
+            self.write_link(&layout::tag_current_link(name, tag), digest)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Holds (see `gc`) the manifest's own bytes and everything it references, before checking
@@ -271,22 +304,25 @@ impl Store {
         name: &RepoName,
         reference: &Reference,
     ) -> Result<(), StoreError> {
-        match reference {
+        let deleted = match reference {
             Reference::Tag(tag) => {
                 self.manifest_resolve(name, reference).await?;
-                Ok(self
-                    .backend
+                self.backend
                     .delete_prefix(&layout::tag_dir(name, tag))
-                    .await?)
+                    .await
+                    .map_err(StoreError::from)
             }
             Reference::Digest(digest) => self.delete_revision(name, digest).await,
-        }
+        };
+        // Also after a failure: part of the change may be in storage.
+        self.resolved.changed();
+        deleted
     }
 
     async fn delete_revision(&self, name: &RepoName, digest: &Digest) -> Result<(), StoreError> {
-        let content = self
-            .manifest_get(name, &Reference::Digest(digest.clone()))
-            .await?;
+        let digest_ref = Reference::Digest(digest.clone());
+        let stored = self.manifest_resolve(name, &digest_ref).await?;
+        let content = self.manifest_content(stored).await?;
         for tag in self.tags(name).await? {
             let current = self
                 .read_link(&layout::tag_current_link(name, &tag))

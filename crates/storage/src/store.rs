@@ -17,6 +17,8 @@ pub struct Store {
     /// Manifest bytes by digest. Content under a digest never changes, so entries never go
     /// stale; whether a repository still holds the manifest is read from storage every time.
     pub(crate) manifests: Arc<quick_cache::sync::Cache<Digest, CachedManifest, ManifestWeight>>,
+    /// Tag and digest resolutions, for [`Store::with_resolution_ttl`].
+    pub(crate) resolved: Arc<crate::resolved::Resolutions>,
 }
 
 /// Bytes of manifests kept in memory.
@@ -112,7 +114,16 @@ impl Store {
             backend,
             max_manifest,
             manifests: Arc::new(manifests),
+            resolved: Arc::new(crate::resolved::Resolutions::new(std::time::Duration::ZERO)),
         }
+    }
+
+    /// Serves manifest GETs from tag and digest resolutions up to `ttl` old (zero: none kept).
+    /// Changes made through this store are seen at once; changes made by another process (a
+    /// replica) after at most `ttl`. See [`crate::resolved`].
+    pub fn with_resolution_ttl(mut self, ttl: std::time::Duration) -> Store {
+        self.resolved = Arc::new(crate::resolved::Resolutions::new(ttl));
+        self
     }
 
     pub fn max_manifest(&self) -> u64 {

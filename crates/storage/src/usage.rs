@@ -77,10 +77,15 @@ impl Store {
     /// uploads, which gc purges by age, nor repositories nested below it); what only it
     /// referenced is then garbage for the next collection.
     pub async fn forget_repository(&self, name: &RepoName) -> Result<(), StoreError> {
+        let mut forgotten = Ok(());
         for dir in layout::repository_contents(name) {
-            self.backend.delete_prefix(&dir).await?;
+            forgotten = self.backend.delete_prefix(&dir).await;
+            if forgotten.is_err() {
+                break;
+            }
         }
-        Ok(())
+        self.resolved.changed();
+        Ok(forgotten?)
     }
 }
 

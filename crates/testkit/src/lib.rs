@@ -172,7 +172,10 @@ impl Server {
                 (open_storage(&settings).await, None)
             }
         };
-        let store = Store::new(backend.clone(), max_manifest);
+        // An hour: the API suite then proves every change through the store voids the
+        // resolutions it made stale (nothing else would make a GET see it).
+        let store = Store::new(backend.clone(), max_manifest)
+            .with_resolution_ttl(std::time::Duration::from_secs(3600));
         let app = registry::router(configure(registry::App::new(store)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
