@@ -265,11 +265,13 @@ impl Store {
             other => or_unknown(other, StoreError::UploadUnknown)?,
         };
         let mut hashing = BlockHasher(hasher.map(|h| HashJob::Ready(Box::new(h))));
-        let mut block = BytesMut::new();
+        // Each block is allocated whole: grown from empty, it would be copied at every doubling.
+        let mut block = BytesMut::with_capacity(HASH_BLOCK);
         while let Some(chunk) = body.next().await {
             block.extend_from_slice(&chunk.map_err(StoreError::Body)?);
             if block.len() >= HASH_BLOCK {
-                let full = block.split().freeze();
+                let full =
+                    std::mem::replace(&mut block, BytesMut::with_capacity(HASH_BLOCK)).freeze();
                 hashing.push(full.clone()).await?;
                 out.write(full).await?;
             }
