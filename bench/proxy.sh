@@ -12,8 +12,9 @@ PAR=${PAR:-16}
 PAR_MIB=${PAR_MIB:-16}
 ROUNDS=${ROUNDS:-3}
 
-cargo build --release --locked -q -p quayside
-BIN=target/release/quayside
+# QUAYSIDE_BIN: a release binary built elsewhere instead of this tree's.
+BIN=${QUAYSIDE_BIN:-target/release/quayside}
+[ -n "${QUAYSIDE_BIN:-}" ] || cargo build --release --locked -q -p quayside
 work=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
