@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use oci::{Algorithm, Digest, Hasher, RepoName};
 
-use crate::backend::{Appended, BackendError, ByteStream, Claim};
+use crate::backend::{Appended, Appender, BackendError, ByteStream, Claim};
 use crate::layout::{self, UploadId};
 use crate::store::{Store, StoreError, or_unknown};
 
@@ -270,16 +270,12 @@ impl Store {
         while let Some(chunk) = body.next().await {
             block.extend_from_slice(&chunk.map_err(StoreError::Body)?);
             if block.len() >= HASH_BLOCK {
-                let full =
-                    std::mem::replace(&mut block, BytesMut::with_capacity(HASH_BLOCK)).freeze();
-                hashing.push(full.clone()).await?;
-                out.write(full).await?;
+                let full = std::mem::replace(&mut block, BytesMut::with_capacity(HASH_BLOCK));
+                hashing.pass_on(full.freeze(), out.as_mut()).await?;
             }
         }
         if !block.is_empty() {
-            let rest = block.freeze();
-            hashing.push(rest.clone()).await?;
-            out.write(rest).await?;
+            hashing.pass_on(block.freeze(), out.as_mut()).await?;
         }
         let hasher = hashing.settle().await?;
         let meta = hasher.as_ref().map(encode_state).unwrap_or_default();
@@ -317,6 +313,12 @@ impl BlockHasher {
             })));
         }
         Ok(())
+    }
+
+    /// Hashes `block` in the background and hands it to the backend's append meanwhile.
+    async fn pass_on(&mut self, block: Bytes, out: &mut dyn Appender) -> Result<(), StoreError> {
+        self.push(block.clone()).await?;
+        Ok(out.write(block).await?)
     }
 
     /// The hash of every block pushed so far; `None` when not hashing.
