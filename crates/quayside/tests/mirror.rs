@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use testkit::image::{self, Image, OCI_MANIFEST};
+use testkit::image::{self, Image, OCI_MANIFEST, push_blob, push_image};
 use testkit::process::Quayside;
 use testkit::tools::{Containerd, Distribution, Moto, Skopeo};
 use testkit::{random_bytes, sha256};
@@ -59,34 +59,6 @@ async fn upstream_blob_gets(upstream: SocketAddr) -> f64 {
         r#"quayside_http_requests_total{route="blob",method="GET",status="200"}"#,
     )
     .await
-}
-
-async fn push_blob(addr: SocketAddr, repo: &str, data: &[u8]) -> String {
-    let digest = sha256(data);
-    let resp = client()
-        .post(format!(
-            "http://{addr}/v2/{repo}/blobs/uploads/?digest={digest}"
-        ))
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-    digest
-}
-
-async fn push_image(addr: SocketAddr, repo: &str, img: &Image, tag: &str) {
-    for b in img.blobs() {
-        push_blob(addr, repo, &b.data).await;
-    }
-    let resp = client()
-        .put(format!("http://{addr}/v2/{repo}/manifests/{tag}"))
-        .header("content-type", OCI_MANIFEST)
-        .body(img.manifest.data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
 }
 
 async fn get(url: &str) -> reqwest::Response {

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use reqwest::{Client, StatusCode};
-use testkit::image::{Image, OCI_MANIFEST};
+use testkit::image::{Image, OCI_MANIFEST, push_image};
 use testkit::process::Quayside;
 use testkit::{random_bytes, sha256};
 
@@ -432,27 +432,6 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
     assert_eq!(testkit::http_get(q.addr, "/v2/").0, 200);
 }
 
-/// Pushes an image's blobs (monolithic) and its manifest under `tag`.
-async fn push_image(c: &Client, server: &Quayside, repo: &str, img: &Image, tag: &str) {
-    for blob in img.blobs() {
-        let resp = c
-            .post(server.url(&format!("/v2/{repo}/blobs/uploads/?digest={}", blob.digest)))
-            .body(blob.data.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
-    }
-    let resp = c
-        .put(server.url(&format!("/v2/{repo}/manifests/{tag}")))
-        .header("content-type", OCI_MANIFEST)
-        .body(img.manifest.data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-}
-
 /// The digest a GET of `repo:tag` answers, or its status when not 200.
 async fn served(c: &Client, server: &Quayside, repo: &str, tag: &str) -> Result<String, u16> {
     let resp = c
@@ -491,11 +470,11 @@ async fn tag_changes_are_seen_at_once_by_their_replica_and_within_the_cache_ttl_
         .collect();
     let digest = |i: usize| images[i].manifest.digest.clone();
 
-    push_image(&c, &a, "app", &images[0], "v1").await;
+    push_image(a.addr, "app", &images[0], "v1").await;
     for replica in [&a, &b, &short] {
         assert_eq!(served(&c, replica, "app", "v1").await, Ok(digest(0)));
     }
-    push_image(&c, &a, "app", &images[1], "v1").await;
+    push_image(a.addr, "app", &images[1], "v1").await;
     let moved = std::time::Instant::now();
     assert_eq!(served(&c, &a, "app", "v1").await, Ok(digest(1)), "own push");
     // The other replicas answer from memory (b for its hour), which is what the cache is for.
@@ -537,7 +516,7 @@ async fn tag_changes_are_seen_at_once_by_their_replica_and_within_the_cache_ttl_
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    push_image(&c, &a, "app", &images[2], "v1").await;
+    push_image(a.addr, "app", &images[2], "v1").await;
     *pushed_at.lock().unwrap() = Some(std::time::Instant::now());
     for reader in readers {
         for got in reader.await.unwrap() {

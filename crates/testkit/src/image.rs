@@ -1,6 +1,7 @@
 //! Real OCI images: tar layers, an image config naming their diff ids, manifests and indexes, and
 //! OCI image layouts on disk that skopeo can copy from.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use serde_json::json;
@@ -11,6 +12,38 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// Pushes `data` as one monolithic upload to `repo` of the registry at `addr`; its digest.
+pub async fn push_blob(addr: SocketAddr, repo: &str, data: &[u8]) -> String {
+    let digest = sha256(data);
+    let resp = crate::http_client()
+        .post(format!(
+            "http://{addr}/v2/{repo}/blobs/uploads/?digest={digest}"
+        ))
+        .body(data.to_vec())
+        .send()
+        .await
+        .expect("blob upload");
+    let status = resp.status();
+    assert_eq!(status, 201, "{}", resp.text().await.unwrap_or_default());
+    digest
+}
+
+/// Pushes an image's config and layers, then its manifest as `repo:tag`.
+pub async fn push_image(addr: SocketAddr, repo: &str, img: &Image, tag: &str) {
+    for b in img.blobs() {
+        push_blob(addr, repo, &b.data).await;
+    }
+    let resp = crate::http_client()
+        .put(format!("http://{addr}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", OCI_MANIFEST)
+        .body(img.manifest.data.clone())
+        .send()
+        .await
+        .expect("manifest push");
+    let status = resp.status();
+    assert_eq!(status, 201, "{}", resp.text().await.unwrap_or_default());
+}
 
 /// A blob with its digest.
 #[derive(Clone, Debug)]
