@@ -340,12 +340,12 @@ async fn azure_copy_waiter_signs_requests_azurite_accepts_and_refuses_a_wrong_ke
         .unwrap();
     let endpoint = testkit::azure_endpoint();
     let right = SharedKey::new(testkit::AZURITE_ACCOUNT, testkit::AZURITE_KEY).unwrap();
-    CopyWaiter::new(&endpoint, &container, right)
+    CopyWaiter::new(reqwest::Client::new(), &endpoint, &container, right)
         .wait("some/blob")
         .await
         .unwrap();
     let wrong = SharedKey::new(testkit::AZURITE_ACCOUNT, "d3Jvbmcga2V5").unwrap();
-    let err = CopyWaiter::new(&endpoint, &container, wrong)
+    let err = CopyWaiter::new(reqwest::Client::new(), &endpoint, &container, wrong)
         .wait("some/blob")
         .await
         .unwrap_err();
@@ -430,4 +430,86 @@ async fn a_second_push_of_a_stored_blob_leaves_no_multipart_upload_open() {
         !listing.contains("<Upload>"),
         "multipart uploads left open: {listing}"
     );
+}
+
+/// Settings for a fresh bucket on moto, or on `endpoint`.
+fn s3_settings(endpoint: String) -> storage::Settings {
+    storage::Settings::S3 {
+        bucket: format!("t-{}", uuid_like()),
+        region: "us-east-1".to_owned(),
+        endpoint: Some(endpoint),
+        access_key: Some(secrets::Secret::new("test")),
+        secret_key: Some(secrets::Secret::new("test")),
+        path_style: true,
+        root: String::new(),
+    }
+}
+
+/// A blob streams to a client at the client's pace: a read that pauses between chunks for less
+/// than the read timeout each time, and takes several read timeouts in all, gets every byte
+/// (object_store's default of 30 s for a whole request cut every pull longer than that).
+#[tokio::test]
+async fn a_slow_read_from_object_storage_is_not_cut_short() {
+    use futures_util::StreamExt;
+    testkit::install_crypto();
+    let read_timeout = std::time::Duration::from_secs(1);
+    let options = storage::Options {
+        read_timeout,
+        ..testkit::storage_options()
+    };
+    let backend = storage::open(&s3_settings(testkit::s3_endpoint()), &options)
+        .await
+        .unwrap();
+    let data = random_bytes(4 << 20, 21);
+    backend.put("slow/blob", data.clone().into()).await.unwrap();
+    let start = std::time::Instant::now();
+    let mut stream = backend.get("slow/blob", None).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        got.extend_from_slice(&chunk.unwrap());
+        if start.elapsed() < 4 * read_timeout {
+            tokio::time::sleep(read_timeout * 6 / 10).await;
+        }
+    }
+    assert!(start.elapsed() >= 4 * read_timeout);
+    assert_eq!(sha256(&got), sha256(&data));
+}
+
+/// A store that accepts connections and never answers fails the open after the read timeout
+/// and its retries, instead of holding the registry's start-up (or a request) for good.
+#[tokio::test]
+async fn a_store_that_never_answers_fails_instead_of_hanging() {
+    testkit::install_crypto();
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            open.push(conn);
+        }
+    });
+    let options = storage::Options {
+        read_timeout: std::time::Duration::from_secs(1),
+        ..testkit::storage_options()
+    };
+    let start = std::time::Instant::now();
+    let opened = tokio::time::timeout(
+        std::time::Duration::from_secs(25),
+        storage::open(&s3_settings(endpoint), &options),
+    )
+    .await
+    .expect("open was still waiting on a silent store after 25 s");
+    let err = opened.err().expect("a silent store cannot be opened");
+    let message = err.to_string();
+    assert!(message.contains("timed out"), "{message}");
+    assert!(
+        !message.contains("Signature"),
+        "the presigned URL leaked: {message}"
+    );
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    held.abort();
 }

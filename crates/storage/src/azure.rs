@@ -92,11 +92,16 @@ pub enum CopyError {
 }
 
 impl CopyWaiter {
-    pub fn new(endpoint: &str, container: &str, key: SharedKey) -> CopyWaiter {
+    pub fn new(
+        client: reqwest::Client,
+        endpoint: &str,
+        container: &str,
+        key: SharedKey,
+    ) -> CopyWaiter {
         CopyWaiter {
             base: format!("{}/{container}", endpoint.trim_end_matches('/')),
             key,
-            client: reqwest::Client::new(),
+            client,
             limit: Duration::from_secs(30 * 60),
         }
     }

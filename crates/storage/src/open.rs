@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use object_store::ClientOptions;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
@@ -74,6 +75,11 @@ pub struct Options {
     pub retry: object_store::RetryConfig,
     /// Largest object S3 copies server-side; larger ones are streamed through.
     pub s3_copy_limit: u64,
+    /// How long a request may wait for the store's next bytes (headers or body) before it
+    /// fails and, for reads, is retried. There is no limit on a whole request: a blob streams
+    /// to a client at the client's pace, so a large pull may take minutes, and object_store's
+    /// default (30 s for the whole request, body included) cut such pulls short.
+    pub read_timeout: Duration,
 }
 
 impl Default for Options {
@@ -89,7 +95,31 @@ impl Default for Options {
                 ..Default::default()
             },
             s3_copy_limit: S3_COPY_LIMIT,
+            read_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// How long a connection to the store may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Options {
+    /// The HTTP client settings every object store is opened with.
+    fn client(&self) -> ClientOptions {
+        ClientOptions::new()
+            .with_timeout_disabled()
+            .with_read_timeout(self.read_timeout)
+            .with_connect_timeout(CONNECT_TIMEOUT)
+    }
+
+    /// The client for the requests object_store does not make (creating the bucket, watching an
+    /// Azure copy), with the same limits, so a store that stops answering fails them too.
+    fn http(&self) -> Result<reqwest::Client, OpenError> {
+        reqwest::Client::builder()
+            .read_timeout(self.read_timeout)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| OpenError::Provision(provision::request_error("the HTTP client", e)))
     }
 }
 
@@ -155,9 +185,22 @@ async fn open_s3(settings: &Settings, options: &Options) -> Result<Arc<dyn Backe
     else {
         unreachable!("open_s3 is called for S3 settings")
     };
-    // from_env: with no keys given, AWS_* env, web identity (IRSA) and the instance role apply,
-    // as distribution's driver does when its access key is empty.
-    let mut builder = AmazonS3Builder::from_env()
+    // AWS_* env as `from_env` reads it: with no keys given, AWS_* env, web identity (IRSA) and
+    // the instance role apply, as distribution's driver does when its access key is empty.
+    // Read after our client options, which would otherwise replace AWS_PROXY_URL and the like.
+    let mut builder = AmazonS3Builder::new().with_client_options(options.client());
+    for (key, value) in std::env::vars_os() {
+        let (Some(key), Some(value)) = (key.to_str(), value.to_str()) else {
+            continue;
+        };
+        if let Some(Ok(key)) = key
+            .starts_with("AWS_")
+            .then(|| key.to_ascii_lowercase().parse())
+        {
+            builder = builder.with_config(key, value);
+        }
+    }
+    let mut builder = builder
         .with_bucket_name(bucket)
         .with_region(region)
         .with_virtual_hosted_style_request(!path_style)
@@ -175,7 +218,7 @@ async fn open_s3(settings: &Settings, options: &Options) -> Result<Arc<dyn Backe
     let s3 = builder
         .build()
         .map_err(|source| OpenError::Client { what: "S3", source })?;
-    let outcome = provision::ensure_s3_bucket(&s3, bucket, region)
+    let outcome = provision::ensure_s3_bucket(&options.http()?, &s3, bucket, region)
         .await
         .map_err(|e| provision_error(e, Setting::S3Bucket))?;
     report("s3", bucket, outcome);
@@ -195,6 +238,8 @@ async fn open_gcs(settings: &Settings, options: &Options) -> Result<Arc<dyn Back
     let gcs = GoogleCloudStorageBuilder::new()
         .with_bucket_name(bucket)
         .with_service_account_path(key_file.display().to_string())
+        // GCS's own default: the base URL comes from the key file, an emulator's is http.
+        .with_client_options(options.client().with_allow_http(true))
         .with_retry(options.retry.clone())
         .build()
         .map_err(|source| OpenError::Client {
@@ -204,9 +249,15 @@ async fn open_gcs(settings: &Settings, options: &Options) -> Result<Arc<dyn Back
     let key = GcsKey::read(key_file)?;
     match &key.project_id {
         Some(project) => {
-            let outcome = provision::ensure_gcs_bucket(&gcs, &key.base_url(), project, bucket)
-                .await
-                .map_err(|e| provision_error(e, Setting::GcsBucket))?;
+            let outcome = provision::ensure_gcs_bucket(
+                &options.http()?,
+                &gcs,
+                &key.base_url(),
+                project,
+                bucket,
+            )
+            .await
+            .map_err(|e| provision_error(e, Setting::GcsBucket))?;
             report("gcs", bucket, outcome);
         }
         None => tracing::warn!(
@@ -233,6 +284,7 @@ async fn open_azure(settings: &Settings, options: &Options) -> Result<Arc<dyn Ba
         .with_account(account)
         .with_access_key(key.expose())
         .with_container_name(container)
+        .with_client_options(options.client())
         .with_retry(options.retry.clone());
     if let Some(endpoint) = endpoint {
         builder = builder
@@ -252,11 +304,13 @@ async fn open_azure(settings: &Settings, options: &Options) -> Result<Arc<dyn Ba
             format!("the Azure account key is not base64 ({e})"),
         )
     })?;
-    let outcome = provision::ensure_azure_container(&service, account, key.expose(), container)
-        .await
-        .map_err(|e| provision_error(e, Setting::AzureContainer))?;
+    let http = options.http()?;
+    let outcome =
+        provision::ensure_azure_container(&http, &service, account, key.expose(), container)
+            .await
+            .map_err(|e| provision_error(e, Setting::AzureContainer))?;
     report("azure", container, outcome);
-    let waiter = CopyWaiter::new(&service, container, shared_key);
+    let waiter = CopyWaiter::new(http, &service, container, shared_key);
     Ok(Arc::new(
         ObjectBackend::new(Arc::new(azure), root).with_copy_waiter(waiter),
     ))

@@ -18,6 +18,10 @@ pub enum ProvisionError {
         status: u16,
         body: String,
     },
+    /// The store did not answer (refused, timed out, reset); `detail` is the whole cause chain
+    /// without the URL, which for S3 is presigned and carries a signature.
+    #[error("{what}: {detail}")]
+    Unanswered { what: String, detail: String },
     #[error("{what}: {source}")]
     Request {
         what: String,
@@ -25,10 +29,25 @@ pub enum ProvisionError {
     },
 }
 
-fn request_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> ProvisionError {
+pub(crate) fn request_error(
+    what: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> ProvisionError {
     ProvisionError::Request {
         what: what.to_owned(),
         source: Box::new(e),
+    }
+}
+
+fn unanswered(what: &str, e: reqwest::Error) -> ProvisionError {
+    let e = e.without_url();
+    let chain: Vec<String> =
+        std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+            .map(ToString::to_string)
+            .collect();
+    ProvisionError::Unanswered {
+        what: what.to_owned(),
+        detail: chain.join(": "),
     }
 }
 
@@ -37,7 +56,7 @@ async fn send(
     request: reqwest::RequestBuilder,
     what: &str,
 ) -> Result<(u16, String), ProvisionError> {
-    let response = request.send().await.map_err(|e| request_error(what, e))?;
+    let response = request.send().await.map_err(|e| unanswered(what, e))?;
     let status = response.status().as_u16();
     Ok((status, response.text().await.unwrap_or_default()))
 }
@@ -52,6 +71,7 @@ pub enum Provisioned {
 /// Creates the S3 bucket unless it exists. The request is presigned by the same client, so it
 /// uses whatever credentials the data path uses (static keys, IRSA, instance role).
 pub async fn ensure_s3_bucket(
+    http: &reqwest::Client,
     s3: &AmazonS3,
     bucket: &str,
     region: &str,
@@ -74,7 +94,7 @@ pub async fn ensure_s3_bucket(
              <LocationConstraint>{region}</LocationConstraint></CreateBucketConfiguration>"
         )
     };
-    let request = reqwest::Client::new()
+    let request = http
         .put(url)
         // S3 answers 411 to a PUT without a length, and an empty body gets none by default.
         .header("content-length", body.len())
@@ -97,6 +117,7 @@ pub async fn ensure_s3_bucket(
 /// Creates the GCS bucket in `project` unless it exists, through the JSON API with the client's
 /// own OAuth token. `base_url` is `https://storage.googleapis.com` or a key file's `gcs_base_url`.
 pub async fn ensure_gcs_bucket(
+    http: &reqwest::Client,
     gcs: &object_store::gcp::GoogleCloudStorage,
     base_url: &str,
     project: &str,
@@ -111,7 +132,7 @@ pub async fn ensure_gcs_bucket(
     let mut url = reqwest::Url::parse(&format!("{}/storage/v1/b", base_url.trim_end_matches('/')))
         .map_err(|e| request_error(&what, e))?;
     url.query_pairs_mut().append_pair("project", project);
-    let request = reqwest::Client::new()
+    let request = http
         .post(url)
         .bearer_auth(&token.bearer)
         .header("content-type", "application/json")
@@ -132,6 +153,7 @@ pub async fn ensure_gcs_bucket(
 /// Creates the Azure Blob container unless it exists. `endpoint` is the blob service URL
 /// (`https://<account>.blob.core.windows.net`, or an emulator's `http://host:port/<account>`).
 pub async fn ensure_azure_container(
+    http: &reqwest::Client,
     endpoint: &str,
     account: &str,
     key: &str,
@@ -145,7 +167,7 @@ pub async fn ensure_azure_container(
         endpoint.trim_end_matches('/')
     ))
     .map_err(|e| request_error(&what, e))?;
-    let request = shared_key.sign(reqwest::Client::new().put(url.clone()), "PUT", &url);
+    let request = shared_key.sign(http.put(url.clone()), "PUT", &url);
     let (status, text) = send(request, &what).await?;
     match status {
         200..=299 => Ok(Provisioned::Created),
