@@ -316,7 +316,7 @@ fn collect_until(
         while !stop.load(Ordering::Relaxed) {
             match store.gc(&options).await {
                 Ok(r) => deleted += r.blobs_deleted,
-                Err(e) => panic!("gc run {runs} failed: {e}"),
+                Err(e) => panic!("gc run {runs} failed: {e}\n{e:?}"),
             }
             runs += 1;
         }

@@ -65,18 +65,21 @@ pub fn azure_endpoint() -> String {
     })
 }
 
-/// How tests open storage: production's [`storage::open`] with no fsync, one quick retry, and a
-/// 1 MiB S3 copy limit (S3's is 5 GiB), so that blobs over 1 MiB take the streamed copy and
-/// smaller ones the server-side copy, both within the suite.
+/// How tests open storage: production's [`storage::open`] with no fsync, a 1 MiB S3 copy limit
+/// (S3's is 5 GiB), so that blobs over 1 MiB take the streamed copy and smaller ones the
+/// server-side copy, both within the suite, and a 5 s read timeout with 5 retries in a minute:
+/// Azurite, one Node process under the whole suite, was seen not answering for 30 s, which
+/// failed a request outright under object_store's old whole-request timeout and one retry.
 pub fn storage_options() -> storage::Options {
     storage::Options {
         fsync: false,
         retry: object_store::RetryConfig {
-            max_retries: 1,
-            retry_timeout: std::time::Duration::from_secs(5),
+            max_retries: 5,
+            retry_timeout: std::time::Duration::from_secs(60),
             ..Default::default()
         },
         s3_copy_limit: 1 << 20,
+        read_timeout: std::time::Duration::from_secs(5),
     }
 }
 
