@@ -111,13 +111,26 @@ pub struct Manifest {
     pub body: Bytes,
 }
 
+/// A silent registry must not hold a request (a mirror's pull, a builder's publish) forever:
+/// connecting and every read are bounded, the whole transfer is not (a layer may take minutes).
+fn bounded_http(read_timeout: std::time::Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(read_timeout)
+        .build()
+        .unwrap_or_default()
+}
+
+/// How long a request waits for the registry's next bytes unless told otherwise.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Client {
     pub fn new(registry: &str, credentials: Option<Credentials>) -> Client {
         let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
         let loopback = host == "localhost" || host.starts_with("127.") || host == "[::1]";
         let scheme = if loopback { "http" } else { "https" };
         Client {
-            http: reqwest::Client::new(),
+            http: bounded_http(READ_TIMEOUT),
             registry: registry.to_owned(),
             base: format!("{scheme}://{registry}"),
             credentials: credentials.map(|c| Arc::new(c) as Arc<dyn CredentialSource>),
@@ -127,26 +140,26 @@ impl Client {
     }
 
     /// A client for the registry at `url` (scheme given, e.g. a mirror's upstream), named
-    /// `registry` in errors. A silent upstream must not hold a request forever: connecting and
-    /// every read are bounded.
+    /// `registry` in errors.
     pub fn at_url(
         registry: &str,
         url: &str,
         credentials: Option<Arc<dyn CredentialSource>>,
     ) -> Client {
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .read_timeout(std::time::Duration::from_secs(60))
-            .build()
-            .unwrap_or_default();
         Client {
-            http,
+            http: bounded_http(READ_TIMEOUT),
             registry: registry.to_owned(),
             base: url.trim_end_matches('/').to_owned(),
             credentials,
             username: Mutex::new(None),
             auth: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The same client waiting at most `timeout` for the registry's next bytes.
+    pub fn with_read_timeout(mut self, timeout: std::time::Duration) -> Client {
+        self.http = bounded_http(timeout);
+        self
     }
 
     pub fn registry(&self) -> &str {
