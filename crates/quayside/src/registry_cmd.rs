@@ -329,12 +329,11 @@ impl AuthArgs {
         ))
     }
 
-    fn mode(&self) -> &'static str {
-        match self.auth {
-            AuthMode::None => "none",
-            AuthMode::Htpasswd => "htpasswd",
-            AuthMode::Token => "token",
-        }
+    /// The value of `--auth` as the operator wrote it.
+    fn mode(&self) -> String {
+        clap::ValueEnum::to_possible_value(&self.auth)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
     }
 }
 

@@ -82,50 +82,10 @@ fn body(response: &str) -> &str {
     response.split("\r\n\r\n").nth(1).unwrap_or("")
 }
 
-fn push(skopeo: &Skopeo, layout: &Path, reference: &str, creds: &str) -> std::process::Output {
-    skopeo.try_run(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        creds,
-        &format!("oci:{}:v1", layout.display()),
-        &format!("docker://{reference}"),
-    ])
-}
-
-fn inspect(skopeo: &Skopeo, reference: &str, creds: Option<&str>) -> std::process::Output {
-    let mut args = vec!["inspect", "--tls-verify=false"];
-    if let Some(c) = creds {
-        args.extend(["--creds", c]);
-    } else {
-        args.push("--no-creds");
-    }
-    let r = format!("docker://{reference}");
-    args.push(&r);
-    skopeo.try_run(&args)
-}
-
 fn seed_layout(dir: &Path) -> Image {
     let img = Image::new(3, &[100_000], "amd64");
     image::write_layout(dir, std::slice::from_ref(&img), None, "v1");
     img
-}
-
-fn ctr_pull(addr: SocketAddr, repo: &str, user: Option<&str>) {
-    let ctd = Containerd::start();
-    let reference = format!("{addr}/{repo}:v1");
-    let mut args = vec![
-        "images",
-        "pull",
-        "--plain-http",
-        "--platform",
-        "linux/amd64",
-    ];
-    if let Some(u) = user {
-        args.extend(["--user", u]);
-    }
-    args.push(&reference);
-    ctd.ctr(&args);
 }
 
 /// The node proxy injecting bob's credentials: a client with none can read team/app through it.
@@ -140,7 +100,7 @@ fn proxy_as_bob(skopeo: &Skopeo, registry: SocketAddr) -> Quayside {
             "bob-pw",
         ],
     );
-    let through = inspect(skopeo, &format!("{}/team/app:v1", proxy.addr), None);
+    let through = skopeo.try_inspect(&format!("{}/team/app:v1", proxy.addr), None);
     assert!(
         through.status.success(),
         "{}",
@@ -172,50 +132,51 @@ fn htpasswd_mode_with_skopeo_ctr_and_the_proxy() {
     assert!(body(&text).contains("UNAUTHORIZED"));
 
     assert!(
-        push(
-            &skopeo,
-            layout.path(),
-            &format!("{a}/team/app:v1"),
-            "alice:alice-pw"
-        )
-        .status
-        .success()
-    );
-    assert!(
-        push(
-            &skopeo,
-            layout.path(),
-            &format!("{a}/private/db:v1"),
-            "alice:alice-pw"
-        )
-        .status
-        .success()
-    );
-    assert!(
-        !push(
-            &skopeo,
-            layout.path(),
-            &format!("{a}/team/app:v2"),
-            "alice:wrong"
-        )
-        .status
-        .success()
-    );
-    // bob may pull team/*, not push.
-    assert!(
-        inspect(&skopeo, &format!("{a}/team/app:v1"), Some("bob:bob-pw"))
+        skopeo
+            .try_push_layout(
+                layout.path(),
+                &format!("{a}/team/app:v1"),
+                Some("alice:alice-pw")
+            )
             .status
             .success()
     );
     assert!(
-        !push(
-            &skopeo,
-            layout.path(),
-            &format!("{a}/team/app:v2"),
-            "bob:bob-pw"
-        )
-        .status
-        .success()
+        skopeo
+            .try_push_layout(
+                layout.path(),
+                &format!("{a}/private/db:v1"),
+                Some("alice:alice-pw")
+            )
+            .status
+            .success()
+    );
+    assert!(
+        !skopeo
+            .try_push_layout(
+                layout.path(),
+                &format!("{a}/team/app:v2"),
+                Some("alice:wrong")
+            )
+            .status
+            .success()
+    );
+    // bob may pull team/*, not push.
+    assert!(
+        skopeo
+            .try_inspect(&format!("{a}/team/app:v1"), Some("bob:bob-pw"))
+            .status
+            .success()
+    );
+    assert!(
+        !skopeo
+            .try_push_layout(
+                layout.path(),
+                &format!("{a}/team/app:v2"),
+                Some("bob:bob-pw")
+            )
+            .status
+            .success()
     );
     let (status, text) = curl(&[
         "-u",
@@ -245,10 +206,10 @@ fn htpasswd_mode_with_skopeo_ctr_and_the_proxy() {
     let (_, text) = curl(&["-u", "alice:alice-pw", &format!("http://{a}/v2/_catalog")]);
     assert_eq!(body(&text), r#"{"repositories":["private/db","team/app"]}"#);
 
-    ctr_pull(reg.addr, "team/app", Some("bob:bob-pw"));
+    Containerd::start().pull(&format!("{}/team/app:v1", reg.addr), Some("bob:bob-pw"));
     // Nodes pull through the proxy, which adds the credentials.
     let proxy = proxy_as_bob(&skopeo, reg.addr);
-    ctr_pull(proxy.addr, "team/app", None);
+    Containerd::start().pull(&format!("{}/team/app:v1", proxy.addr), None);
     let (status, _) = curl(&[&format!(
         "http://{}/v2/team/app/manifests/{}",
         proxy.addr, img.manifest.digest
@@ -289,42 +250,44 @@ fn token_mode_with_two_replicas_anonymous_pulls_and_the_proxy() {
 
     // skopeo follows the challenge to the token endpoint.
     assert!(
-        push(
-            &skopeo,
-            layout.path(),
-            &format!("{}/team/app:v1", a.addr),
-            "alice:alice-pw"
-        )
-        .status
-        .success()
-    );
-    assert!(
-        push(
-            &skopeo,
-            layout.path(),
-            &format!("{}/public/web:v1", a.addr),
-            "alice:alice-pw"
-        )
-        .status
-        .success()
-    );
-    assert!(
-        !push(
-            &skopeo,
-            layout.path(),
-            &format!("{}/team/app:v2", a.addr),
-            "bob:bob-pw"
-        )
-        .status
-        .success()
-    );
-    assert!(
-        inspect(&skopeo, &format!("{}/public/web:v1", b.addr), None)
+        skopeo
+            .try_push_layout(
+                layout.path(),
+                &format!("{}/team/app:v1", a.addr),
+                Some("alice:alice-pw")
+            )
             .status
             .success()
     );
     assert!(
-        !inspect(&skopeo, &format!("{}/team/app:v1", b.addr), None)
+        skopeo
+            .try_push_layout(
+                layout.path(),
+                &format!("{}/public/web:v1", a.addr),
+                Some("alice:alice-pw")
+            )
+            .status
+            .success()
+    );
+    assert!(
+        !skopeo
+            .try_push_layout(
+                layout.path(),
+                &format!("{}/team/app:v2", a.addr),
+                Some("bob:bob-pw")
+            )
+            .status
+            .success()
+    );
+    assert!(
+        skopeo
+            .try_inspect(&format!("{}/public/web:v1", b.addr), None)
+            .status
+            .success()
+    );
+    assert!(
+        !skopeo
+            .try_inspect(&format!("{}/team/app:v1", b.addr), None)
             .status
             .success()
     );
@@ -355,7 +318,7 @@ fn token_mode_with_two_replicas_anonymous_pulls_and_the_proxy() {
     let (status, _) = curl(&["-u", "bob:wrong", &url]);
     assert_eq!(status, 401);
 
-    ctr_pull(b.addr, "team/app", Some("alice:alice-pw"));
+    Containerd::start().pull(&format!("{}/team/app:v1", b.addr), Some("alice:alice-pw"));
     proxy_as_bob(&skopeo, a.addr);
 }
 
@@ -386,11 +349,10 @@ fn htpasswd_mode_with_anonymous_pulls_still_challenges_at_the_base() {
         "{text}"
     );
     for repo in ["team/app:v1", "public/web:v1"] {
-        let out = push(
-            &skopeo,
+        let out = skopeo.try_push_layout(
             layout.path(),
             &format!("{a}/{repo}"),
-            "alice:alice-pw",
+            Some("alice:alice-pw"),
         );
         assert!(
             out.status.success(),
@@ -398,18 +360,19 @@ fn htpasswd_mode_with_anonymous_pulls_still_challenges_at_the_base() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let out = inspect(&skopeo, &format!("{a}/public/web:v1"), None);
+    let out = skopeo.try_inspect(&format!("{a}/public/web:v1"), None);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        !inspect(&skopeo, &format!("{a}/team/app:v1"), None)
+        !skopeo
+            .try_inspect(&format!("{a}/team/app:v1"), None)
             .status
             .success()
     );
-    ctr_pull(reg.addr, "public/web", None);
+    Containerd::start().pull(&format!("{}/public/web:v1", reg.addr), None);
     // Paging counts only what the caller may see, and the Link never names a hidden repository.
     let (_, text) = curl(&[&format!("http://{a}/v2/_catalog?n=1")]);
     assert_eq!(body(&text), r#"{"repositories":["public/web"]}"#);

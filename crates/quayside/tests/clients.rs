@@ -100,14 +100,7 @@ fn containerd_pulls_unpacks_and_pushes() {
     skopeo.copy(&src, &format!("docker://{reference}"));
 
     let ctd = Containerd::start();
-    ctd.ctr(&[
-        "images",
-        "pull",
-        "--plain-http",
-        "--platform",
-        "linux/amd64",
-        &reference,
-    ]);
+    ctd.pull(&reference, None);
     let listed = ctd.ctr(&["images", "list"]);
     assert!(listed.contains(&img.manifest.digest), "{listed}");
 

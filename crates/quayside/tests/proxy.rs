@@ -42,12 +42,7 @@ fn clients_push_and_pull_through_the_proxy_and_through_a_read_only_one() {
     image::assert_layout_holds(&work.path().join("dst"), img.all());
 
     let ctd = Containerd::start();
-    ctd.ctr(&[
-        "images",
-        "pull",
-        "--plain-http",
-        &format!("{}/app:v1", read_only.addr),
-    ]);
+    ctd.pull(&format!("{}/app:v1", read_only.addr), None);
     assert!(ctd.ctr(&["images", "list"]).contains(&img.manifest.digest));
 
     // A push through the read-only proxy fails, and nothing reaches the registry.

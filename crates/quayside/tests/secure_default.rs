@@ -79,29 +79,17 @@ fn layout(dir: &Path, seed: u64) -> Image {
     img
 }
 
-/// `skopeo copy` of the layout's `v1` to `reference`; `creds` None means none at all.
+/// Whether `skopeo copy` of the layout's `v1` to `reference` succeeds; `creds` None sends none.
 fn push(skopeo: &Skopeo, layout: &Path, reference: &str, creds: Option<&str>) -> bool {
-    let source = format!("oci:{}:v1", layout.display());
-    let dest = format!("docker://{reference}");
-    let mut args = vec!["copy", "--dest-tls-verify=false"];
-    match creds {
-        Some(c) => args.extend(["--dest-creds", c]),
-        None => args.push("--dest-no-creds"),
-    }
-    args.extend([source.as_str(), dest.as_str()]);
-    skopeo.try_run(&args).status.success()
+    skopeo
+        .try_push_layout(layout, reference, creds)
+        .status
+        .success()
 }
 
 /// The manifest digest `skopeo inspect` reports for `reference`, if it can read it.
 fn inspect(skopeo: &Skopeo, reference: &str, creds: Option<&str>) -> Option<String> {
-    let target = format!("docker://{reference}");
-    let mut args = vec!["inspect", "--tls-verify=false"];
-    match creds {
-        Some(c) => args.extend(["--creds", c]),
-        None => args.push("--no-creds"),
-    }
-    args.push(&target);
-    let out = skopeo.try_run(&args);
+    let out = skopeo.try_inspect(reference, creds);
     if !out.status.success() {
         return None;
     }
@@ -167,14 +155,7 @@ fn the_default_install_lets_anonymous_clients_pull_and_only_the_builder_push() {
     );
     assert_eq!(inspect(&skopeo, &format!("{direct}/web:v1"), None), None);
     let ctd = Containerd::start();
-    ctd.ctr(&[
-        "images",
-        "pull",
-        "--plain-http",
-        "--platform",
-        "linux/amd64",
-        &format!("{proxy}/web:v1"),
-    ]);
+    ctd.pull(&format!("{proxy}/web:v1"), None);
 
     // ... and every write is refused: a new image, a tag overwrite with other bytes, both
     // directly and through the proxy; with no credentials, or with the pull-only identity.

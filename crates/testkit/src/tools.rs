@@ -69,6 +69,32 @@ impl Skopeo {
         self.run(&args);
     }
 
+    /// `skopeo copy` of the OCI layout's `v1` to `docker://reference` as `creds`
+    /// (`user:password`; None sends none), whatever its outcome.
+    pub fn try_push_layout(&self, layout: &Path, reference: &str, creds: Option<&str>) -> Output {
+        let source = format!("oci:{}:v1", layout.display());
+        let dest = format!("docker://{reference}");
+        let mut args = vec!["copy", "--dest-tls-verify=false"];
+        match creds {
+            Some(c) => args.extend(["--dest-creds", c]),
+            None => args.push("--dest-no-creds"),
+        }
+        args.extend([source.as_str(), dest.as_str()]);
+        self.try_run(&args)
+    }
+
+    /// `skopeo inspect docker://reference` as `creds` (None sends none), whatever its outcome.
+    pub fn try_inspect(&self, reference: &str, creds: Option<&str>) -> Output {
+        let target = format!("docker://{reference}");
+        let mut args = vec!["inspect", "--tls-verify=false"];
+        match creds {
+            Some(c) => args.extend(["--creds", c]),
+            None => args.push("--no-creds"),
+        }
+        args.push(&target);
+        self.try_run(&args)
+    }
+
     /// Runs `skopeo <args>` whatever its outcome (for refusals a test expects).
     pub fn try_run(&self, args: &[&str]) -> Output {
         let policy = self.dir.path().join("policy.json");
@@ -141,6 +167,22 @@ impl Containerd {
     pub fn ctr(&self, args: &[&str]) -> String {
         let out = run(Command::new("ctr").arg("-a").arg(self.socket()).args(args));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Pulls the linux/amd64 image `reference` over plain HTTP, as `user:password` if given.
+    pub fn pull(&self, reference: &str, user: Option<&str>) {
+        let mut args = vec![
+            "images",
+            "pull",
+            "--plain-http",
+            "--platform",
+            "linux/amd64",
+        ];
+        if let Some(user) = user {
+            args.extend(["--user", user]);
+        }
+        args.push(reference);
+        self.ctr(&args);
     }
 }
 
