@@ -50,7 +50,8 @@ pids+=($!)
 wait_port "$moto_port" moto
 export QUAYSIDE_TEST_S3_ENDPOINT="http://127.0.0.1:$moto_port"
 azurite_port=$(free_port)
-"$azurite" --blobHost 127.0.0.1 --blobPort "$azurite_port" --inMemoryPersistence \
+# Through scripts/azurite-blob.js: Azurite itself, with its ten-minute extent GC stopped.
+node scripts/azurite-blob.js --blobHost 127.0.0.1 --blobPort "$azurite_port" --inMemoryPersistence \
   --disableTelemetry --skipApiVersionCheck --silent >"${TMPDIR:-/tmp}/quayside-azurite.log" 2>&1 &
 pids+=($!)
 wait_port "$azurite_port" azurite

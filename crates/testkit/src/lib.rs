@@ -67,9 +67,8 @@ pub fn azure_endpoint() -> String {
 
 /// How tests open storage: production's [`storage::open`] with no fsync, a 1 MiB S3 copy limit
 /// (S3's is 5 GiB), so that blobs over 1 MiB take the streamed copy and smaller ones the
-/// server-side copy, both within the suite, and a 5 s read timeout with 5 retries in a minute:
-/// Azurite, one Node process under the whole suite, was seen not answering for 30 s, which
-/// failed a request outright under object_store's old whole-request timeout and one retry.
+/// server-side copy, both within the suite, and a 5 s read timeout with 5 retries in a minute,
+/// so one slow answer from an emulator under the whole suite is retried rather than fatal.
 pub fn storage_options() -> storage::Options {
     storage::Options {
         fsync: false,
@@ -126,6 +125,15 @@ pub async fn s3_backend() -> Arc<dyn Backend> {
     .await
 }
 
+/// The registry's warnings and errors (a 5xx's cause, a storage retry) in the captured output
+/// of the test that caused them, which libtest shows only when that test fails.
+fn log_warnings_to_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .try_init();
+}
+
 /// A registry served in-process over real HTTP on 127.0.0.1.
 pub struct Server {
     pub addr: SocketAddr,
@@ -153,6 +161,7 @@ impl Server {
         max_manifest: u64,
         configure: impl FnOnce(registry::App) -> registry::App,
     ) -> Server {
+        log_warnings_to_test_output();
         let (backend, dir): (Arc<dyn Backend>, _) = match kind {
             Kind::Fs => {
                 let dir = tempfile::tempdir().expect("tempdir");
