@@ -56,14 +56,8 @@ impl Store {
         name: &RepoName,
         reference: &Reference,
     ) -> Result<ManifestContent, StoreError> {
-        let digest = match self.resolved.get(name, reference) {
-            Ok(digest) => digest,
-            Err(ticket) => {
-                let digest = self.manifest_resolve(name, reference).await?;
-                self.resolved.insert(name, reference, &digest, ticket);
-                digest
-            }
-        };
+        let lookup = self.manifest_resolve(name, reference);
+        let digest = self.resolved.resolve(name, reference, lookup).await?;
         self.manifest_content(digest).await
     }
 

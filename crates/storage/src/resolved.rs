@@ -12,19 +12,36 @@
 //!
 //! Only found references are kept: a tag just pushed through another replica is never hidden by
 //! an earlier "unknown".
+//!
+//! Requests that miss one entry at once (every GET of a popular tag the moment its entry
+//! expires) share one storage read: the first leads, the others follow its answer. A follower
+//! takes the answer only on the terms a cache hit has (same epoch, lookup begun less than `ttl`
+//! ago); if the leader finds nothing, fails or is dropped with its client, each follower reads
+//! storage itself, so sharing never turns into an error or an "unknown" a request would not
+//! have had alone.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use oci::{Digest, Reference, RepoName};
+use tokio::sync::watch;
+
+use crate::store::StoreError;
 
 /// Resolutions kept (each ~200 bytes).
 const ENTRIES: usize = 16_384;
 
+type Key = (RepoName, Reference);
+
 pub(crate) struct Resolutions {
     ttl: Duration,
     epoch: AtomicU64,
-    entries: quick_cache::sync::Cache<(RepoName, Reference), Resolved>,
+    entries: quick_cache::sync::Cache<Key, Resolved>,
+    flights: Mutex<HashMap<Key, Flight>>,
+    next_flight: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -40,17 +57,111 @@ pub(crate) struct Ticket {
     read_at: Instant,
 }
 
+/// A storage lookup in flight; its leader sends the digest it found.
+#[derive(Clone)]
+struct Flight {
+    id: u64,
+    epoch: u64,
+    read_at: Instant,
+    answer: watch::Receiver<Option<Digest>>,
+}
+
+/// The leader's side of a [`Flight`]: dropping it, answered or not, ends the flight.
+struct Leading<'a> {
+    resolutions: &'a Resolutions,
+    key: Key,
+    id: u64,
+    answer: watch::Sender<Option<Digest>>,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.resolutions.flights();
+        if flights.get(&self.key).is_some_and(|f| f.id == self.id) {
+            flights.remove(&self.key);
+        }
+    }
+}
+
 impl Resolutions {
     pub(crate) fn new(ttl: Duration) -> Resolutions {
         Resolutions {
             ttl,
             epoch: AtomicU64::new(0),
             entries: quick_cache::sync::Cache::new(ENTRIES),
+            flights: Mutex::new(HashMap::new()),
+            next_flight: AtomicU64::new(0),
         }
     }
 
+    /// The digest `reference` names: cached, another request's lookup in flight, or `lookup`.
+    pub(crate) async fn resolve(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        lookup: impl Future<Output = Result<Digest, StoreError>>,
+    ) -> Result<Digest, StoreError> {
+        let ticket = match self.get(name, reference) {
+            Ok(digest) => return Ok(digest),
+            Err(_) if self.ttl.is_zero() => return lookup.await,
+            Err(ticket) => ticket,
+        };
+        let key = (name.clone(), reference.clone());
+        match self.lead_or_follow(key, &ticket) {
+            Ok(leading) => {
+                let digest = lookup.await?;
+                self.insert(name, reference, &digest, ticket);
+                leading.answer.send_replace(Some(digest.clone()));
+                Ok(digest)
+            }
+            Err(mut answer) => {
+                if let Ok(digest) = answer.wait_for(Option::is_some).await {
+                    return Ok(digest.clone().expect("waited for an answer"));
+                }
+                let digest = lookup.await?;
+                self.insert(name, reference, &digest, ticket);
+                Ok(digest)
+            }
+        }
+    }
+
+    /// Leads a new flight for `key`, or follows the one in flight if a hit could be.
+    fn lead_or_follow(
+        &self,
+        key: Key,
+        ticket: &Ticket,
+    ) -> Result<Leading<'_>, watch::Receiver<Option<Digest>>> {
+        let mut flights = self.flights();
+        if let Some(flight) = flights.get(&key)
+            && flight.epoch == ticket.epoch
+            && flight.read_at.elapsed() < self.ttl
+        {
+            return Err(flight.answer.clone());
+        }
+        let (answer, receiver) = watch::channel(None);
+        let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
+        let flight = Flight {
+            id,
+            epoch: ticket.epoch,
+            read_at: ticket.read_at,
+            answer: receiver,
+        };
+        flights.insert(key.clone(), flight);
+        Ok(Leading {
+            resolutions: self,
+            key,
+            id,
+            answer,
+        })
+    }
+
+    fn flights(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Flight>> {
+        // The map is consistent at every instruction, so a panic elsewhere leaves it usable.
+        self.flights.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The cached digest, or a ticket to [`Resolutions::insert`] what storage answers.
-    pub(crate) fn get(&self, name: &RepoName, reference: &Reference) -> Result<Digest, Ticket> {
+    fn get(&self, name: &RepoName, reference: &Reference) -> Result<Digest, Ticket> {
         let ticket = Ticket {
             epoch: self.epoch.load(Ordering::Acquire),
             read_at: Instant::now(),
@@ -66,13 +177,7 @@ impl Resolutions {
         }
     }
 
-    pub(crate) fn insert(
-        &self,
-        name: &RepoName,
-        reference: &Reference,
-        digest: &Digest,
-        ticket: Ticket,
-    ) {
+    fn insert(&self, name: &RepoName, reference: &Reference, digest: &Digest, ticket: Ticket) {
         if self.ttl.is_zero() || ticket.epoch != self.epoch.load(Ordering::Acquire) {
             return;
         }
@@ -133,5 +238,115 @@ mod tests {
         let ticket = off.get(&name, &tag).unwrap_err();
         off.insert(&name, &tag, &digest, ticket);
         assert!(off.get(&name, &tag).is_err());
+    }
+
+    /// A lookup that counts its calls, waits for `gate` (if any), then answers `answer`.
+    async fn counted(
+        calls: &AtomicU64,
+        gate: Option<&tokio::sync::Notify>,
+        answer: Result<Digest, StoreError>,
+    ) -> Result<Digest, StoreError> {
+        calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(gate) = gate {
+            gate.notified().await;
+        }
+        answer
+    }
+
+    fn other_digest() -> Digest {
+        Digest::of(oci::Algorithm::Sha256, b"n")
+    }
+
+    #[tokio::test]
+    async fn requests_missing_one_entry_at_once_share_one_lookup() {
+        let r = Resolutions::new(Duration::from_secs(60));
+        let (name, tag, digest) = repo();
+        let calls = AtomicU64::new(0);
+        let gate = tokio::sync::Notify::new();
+        let requests = (0..50).map(|_| {
+            r.resolve(
+                &name,
+                &tag,
+                counted(&calls, Some(&gate), Ok(digest.clone())),
+            )
+        });
+        let all = futures_util::future::join_all(requests);
+        let release = async {
+            while calls.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+            tokio::task::yield_now().await;
+            gate.notify_waiters();
+        };
+        let (answers, ()) = tokio::join!(all, release);
+        assert!(answers.iter().all(|a| a.as_ref().ok() == Some(&digest)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(r.flights().is_empty(), "the flight ended with its leader");
+    }
+
+    #[tokio::test]
+    async fn followers_read_storage_themselves_when_the_leader_finds_nothing_or_is_dropped() {
+        let r = Resolutions::new(Duration::from_secs(60));
+        let (name, tag, digest) = repo();
+        let calls = AtomicU64::new(0);
+        let gate = tokio::sync::Notify::new();
+        // The leader will answer "unknown"; the follower, reading after it, finds the tag.
+        let mut leader = Box::pin(r.resolve(
+            &name,
+            &tag,
+            counted(&calls, Some(&gate), Err(StoreError::ManifestUnknown)),
+        ));
+        assert!(futures_util::poll!(leader.as_mut()).is_pending());
+        let follower = r.resolve(&name, &tag, counted(&calls, None, Ok(digest.clone())));
+        let release = async {
+            tokio::task::yield_now().await;
+            gate.notify_waiters();
+        };
+        let (led, followed, ()) = tokio::join!(leader, follower, release);
+        assert!(matches!(led, Err(StoreError::ManifestUnknown)));
+        assert_eq!(followed.ok(), Some(digest.clone()));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        // A leader dropped mid-lookup (its client went away) leaves no follower waiting.
+        let (name, tag) = (
+            "other".parse().unwrap(),
+            Reference::Tag("v2".parse().unwrap()),
+        );
+        let mut leader = Box::pin(r.resolve(
+            &name,
+            &tag,
+            counted(&calls, Some(&gate), Ok(digest.clone())),
+        ));
+        assert!(futures_util::poll!(leader.as_mut()).is_pending());
+        let follower = r.resolve(&name, &tag, counted(&calls, None, Ok(other_digest())));
+        let dropping = async {
+            tokio::task::yield_now().await;
+            drop(leader);
+        };
+        let (followed, ()) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(follower, dropping)
+        })
+        .await
+        .expect("a follower of a dropped leader finished");
+        assert_eq!(followed.ok(), Some(other_digest()));
+        assert!(r.flights().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_request_after_a_change_never_follows_a_lookup_from_before_it() {
+        let r = Resolutions::new(Duration::from_secs(60));
+        let (name, tag, old) = repo();
+        let calls = AtomicU64::new(0);
+        let gate = tokio::sync::Notify::new();
+        let mut before =
+            Box::pin(r.resolve(&name, &tag, counted(&calls, Some(&gate), Ok(old.clone()))));
+        assert!(futures_util::poll!(before.as_mut()).is_pending());
+        r.changed();
+        let after = r.resolve(&name, &tag, counted(&calls, None, Ok(other_digest())));
+        assert_eq!(after.await.ok(), Some(other_digest()));
+        gate.notify_waiters();
+        assert_eq!(before.await.ok(), Some(old));
+        // The lookup from before the change was not kept; the one after it was.
+        assert_eq!(r.get(&name, &tag).ok(), Some(other_digest()));
     }
 }
