@@ -7,6 +7,8 @@ use registry_client::{Client, Error, ImageRef};
 
 #[tokio::test]
 async fn a_registry_that_never_answers_fails_the_request() {
+    // reqwest is built without a default TLS provider in the workspace, as the binary is.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let registry = silent.local_addr().unwrap().to_string();
     let held = tokio::spawn(async move {
