@@ -86,6 +86,9 @@ pub struct Args {
     /// This replica's name in the Lease (default: the host name, i.e. the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// How long one token fetch may take before it counts as failed and is retried.
+    #[arg(long, env = "QUAYSIDE_TOKEN_FETCH_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    fetch_timeout: Duration,
     /// How long a leader that stopped renewing keeps the lease.
     #[arg(long, env = "QUAYSIDE_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     lease_duration: Duration,
@@ -144,6 +147,7 @@ impl Args {
             resync: seconds("DEIS_NAMESPACE_REFRESH_TIME", &self.namespace_refresh_time)?,
             service_accounts: non_empty(self.service_accounts.clone()),
             concurrency: self.concurrency.max(1),
+            fetch_timeout: self.fetch_timeout,
             lease,
         })
     }

@@ -64,6 +64,10 @@ pub struct Config {
     pub service_accounts: Vec<String>,
     /// Namespaces written at the same time.
     pub concurrency: u16,
+    /// How long one credential fetch may take before it counts as failed and is retried. The
+    /// SDKs bound connecting, not waiting: an issuer that accepts and never answers would
+    /// otherwise hold the refresh loop while the tokens in every namespace run out.
+    pub fetch_timeout: Duration,
     /// `None`: run as the only replica.
     pub lease: Option<Lease>,
 }

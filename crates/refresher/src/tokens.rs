@@ -33,7 +33,7 @@ pub async fn keep_fresh(source: &Source, config: &Config, shared: &Shared) {
     loop {
         reload(source, &mut current).await;
         let wait = match &current {
-            Some((_, provider)) => match fetch(provider, shared).await {
+            Some((_, provider)) => match fetch(provider, config, shared).await {
                 Some(credential) => {
                     failures = 0;
                     let remaining = credential.remaining(SystemTime::now());
@@ -76,9 +76,21 @@ async fn reload(source: &Source, current: &mut Option<(Location, Provider)>) {
     }
 }
 
-async fn fetch(provider: &Provider, shared: &Shared) -> Option<credentials::Credential> {
+async fn fetch(
+    provider: &Provider,
+    config: &Config,
+    shared: &Shared,
+) -> Option<credentials::Credential> {
     shared.metrics.token_fetches.inc();
-    match provider.fetch().await {
+    let Ok(fetched) = tokio::time::timeout(config.fetch_timeout, provider.fetch()).await else {
+        shared.metrics.error("timeout");
+        tracing::warn!(
+            timeout = %humantime::format_duration(config.fetch_timeout),
+            "the issuer did not answer in time; the secrets keep the last good credential while it is valid"
+        );
+        return None;
+    };
+    match fetched {
         Ok(c) if c.is_valid_at(SystemTime::now()) => Some(c),
         Ok(c) => {
             shared.metrics.error("expired");

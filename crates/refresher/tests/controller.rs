@@ -29,6 +29,7 @@ fn config(secret_name: &str) -> Config {
         resync: Duration::from_secs(300),
         service_accounts: vec![],
         concurrency: 8,
+        fetch_timeout: Duration::from_secs(30),
         lease: None,
     }
 }
@@ -337,6 +338,32 @@ async fn an_outage_keeps_the_last_good_token_and_recovers() {
     oauth.set_outage(false);
     wait_for("new host after recovery", || {
         auths(&kube, "app1", GCR).is_some_and(|a| a["eu.gcr.io"].is_object())
+    })
+    .await;
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn an_issuer_that_never_answers_counts_as_a_failure_and_is_retried() {
+    testkit::install_crypto();
+    let kube = FakeKube::start();
+    kube.create_namespace("app1", APP);
+    let oauth = FakeOAuth::start(3600).await;
+    oauth.set_silent(true);
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        fetch_timeout: Duration::from_millis(300),
+        ..config(GCR)
+    };
+    let r = Running::start(&kube, config, gcr_source(dir.path(), &oauth));
+    wait_for("two fetches timed out", || {
+        r.metric("quayside_refresher_errors_total{kind=\"timeout\"}") >= 2.0
+    })
+    .await;
+    assert!(kube.get("secrets", "app1", GCR).is_none());
+    oauth.set_silent(false);
+    wait_for("secret once the issuer answers", || {
+        auths(&kube, "app1", GCR).is_some()
     })
     .await;
     r.stop().await;

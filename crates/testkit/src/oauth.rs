@@ -22,6 +22,7 @@ struct Inner {
     granted: AtomicUsize,
     refused: AtomicUsize,
     outage: AtomicBool,
+    silent: AtomicBool,
 }
 
 pub struct FakeOAuth {
@@ -82,6 +83,11 @@ impl FakeOAuth {
     pub fn set_outage(&self, on: bool) {
         self.inner.outage.store(on, Ordering::SeqCst);
     }
+
+    /// While on, token requests are accepted and not answered (an issuer that hangs).
+    pub fn set_silent(&self, on: bool) {
+        self.inner.silent.store(on, Ordering::SeqCst);
+    }
 }
 
 /// A fresh RSA key: PKCS#8 PEM (what Google's key files carry) and the PKCS#1 public key DER.
@@ -126,6 +132,9 @@ async fn grant(
     State(inner): State<Arc<Inner>>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
+    while inner.silent.load(Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     if inner.outage.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "down for the test").into_response();
     }
