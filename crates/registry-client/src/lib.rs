@@ -122,7 +122,7 @@ fn bounded_http(read_timeout: std::time::Duration) -> reqwest::Client {
 }
 
 /// How long a request waits for the registry's next bytes unless told otherwise.
-pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Client {
     pub fn new(registry: &str, credentials: Option<Credentials>) -> Client {

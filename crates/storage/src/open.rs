@@ -193,10 +193,10 @@ async fn open_s3(settings: &Settings, options: &Options) -> Result<Arc<dyn Backe
         let (Some(key), Some(value)) = (key.to_str(), value.to_str()) else {
             continue;
         };
-        if let Some(Ok(key)) = key
-            .starts_with("AWS_")
-            .then(|| key.to_ascii_lowercase().parse())
-        {
+        if !key.starts_with("AWS_") {
+            continue;
+        }
+        if let Ok(key) = key.to_ascii_lowercase().parse() {
             builder = builder.with_config(key, value);
         }
     }
