@@ -1,7 +1,7 @@
 //! ECR: `GetAuthorizationToken` with the registry-secret's keys, or the AWS default chain when
 //! they are empty (env, profile, web identity/IRSA, ECS, IMDS).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ecr::config::http::HttpResponse;
@@ -60,8 +60,13 @@ impl EcrProvider {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build_https();
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_millis(3100))
+            .operation_attempt_timeout(options.aws_attempt_timeout)
+            .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
+            .timeout_config(timeouts)
             .http_client(http);
         if let (Some(access), Some(secret)) = (&config.access_key, &config.secret_key) {
             loader = loader.credentials_provider(aws_sdk_ecr::config::Credentials::new(

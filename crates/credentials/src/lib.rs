@@ -101,10 +101,22 @@ impl FetchError {
 }
 
 /// Settings that are not part of Workflow's registry-secret.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Send AWS requests here instead of the regional endpoint (tests, VPC endpoints).
     pub aws_endpoint: Option<String>,
+    /// How long one AWS request attempt may wait for its answer before it fails (and the SDK
+    /// retries it). The SDK's own default bounds connecting only.
+    pub aws_attempt_timeout: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            aws_endpoint: None,
+            aws_attempt_timeout: std::time::Duration::from_secs(20),
+        }
+    }
 }
 
 /// The issuer of credentials for one registry location.

@@ -44,6 +44,7 @@ impl LocationArgs {
     pub fn options(&self) -> credentials::Options {
         credentials::Options {
             aws_endpoint: self.aws_endpoint_url.clone(),
+            ..Default::default()
         }
     }
 }

@@ -344,7 +344,10 @@ async fn platform_credential(
     location: &Location,
     aws_endpoint: Option<String>,
 ) -> anyhow::Result<Option<credentials::Credential>> {
-    let options = credentials::Options { aws_endpoint };
+    let options = credentials::Options {
+        aws_endpoint,
+        ..Default::default()
+    };
     match credentials::Provider::new(location, &options).await {
         Some(provider) => Ok(Some(provider.fetch().await?)),
         None => Ok(None),
@@ -401,6 +404,7 @@ async fn ensure_repo(
     };
     let options = credentials::Options {
         aws_endpoint: endpoint,
+        ..Default::default()
     };
     let provider = credentials::EcrProvider::new(ecr, &options).await;
     match provider.ensure_repository(app).await? {
