@@ -66,6 +66,12 @@ struct Flight {
     answer: watch::Receiver<Option<Digest>>,
 }
 
+/// What a request that missed does: look storage up for all, or wait for the one who does.
+enum Role<'a> {
+    Lead(Leading<'a>),
+    Follow(watch::Receiver<Option<Digest>>),
+}
+
 /// The leader's side of a [`Flight`]: dropping it, answered or not, ends the flight.
 struct Leading<'a> {
     resolutions: &'a Resolutions,
@@ -108,15 +114,16 @@ impl Resolutions {
         };
         let key = (name.clone(), reference.clone());
         match self.lead_or_follow(key, &ticket) {
-            Ok(leading) => {
+            Role::Lead(leading) => {
                 let digest = lookup.await?;
                 self.insert(name, reference, &digest, ticket);
                 leading.answer.send_replace(Some(digest.clone()));
                 Ok(digest)
             }
-            Err(mut answer) => {
-                if let Ok(digest) = answer.wait_for(Option::is_some).await {
-                    return Ok(digest.clone().expect("waited for an answer"));
+            Role::Follow(mut answer) => {
+                let shared = answer.wait_for(Option::is_some).await.ok();
+                if let Some(digest) = shared.and_then(|answer| (*answer).clone()) {
+                    return Ok(digest);
                 }
                 let digest = lookup.await?;
                 self.insert(name, reference, &digest, ticket);
@@ -126,17 +133,13 @@ impl Resolutions {
     }
 
     /// Leads a new flight for `key`, or follows the one in flight if a hit could be.
-    fn lead_or_follow(
-        &self,
-        key: Key,
-        ticket: &Ticket,
-    ) -> Result<Leading<'_>, watch::Receiver<Option<Digest>>> {
+    fn lead_or_follow(&self, key: Key, ticket: &Ticket) -> Role<'_> {
         let mut flights = self.flights();
         if let Some(flight) = flights.get(&key)
             && flight.epoch == ticket.epoch
             && flight.read_at.elapsed() < self.ttl
         {
-            return Err(flight.answer.clone());
+            return Role::Follow(flight.answer.clone());
         }
         let (answer, receiver) = watch::channel(None);
         let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
@@ -147,7 +150,7 @@ impl Resolutions {
             answer: receiver,
         };
         flights.insert(key.clone(), flight);
-        Ok(Leading {
+        Role::Lead(Leading {
             resolutions: self,
             key,
             id,
