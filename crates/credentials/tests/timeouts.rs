@@ -10,14 +10,7 @@ use secrets::Secret;
 
 #[tokio::test]
 async fn an_ecr_endpoint_that_never_answers_fails_fetches_and_repository_creation() {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", silent.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((conn, _)) = silent.accept().await {
-            open.push(conn);
-        }
-    });
+    let silent = testkit::SilentServer::start().await;
     let ecr = Ecr {
         access_key: Some(Secret::new("AKIDTEST")),
         secret_key: Some(Secret::new("test-secret")),
@@ -26,7 +19,7 @@ async fn an_ecr_endpoint_that_never_answers_fails_fetches_and_repository_creatio
         hostname: None,
     };
     let options = Options {
-        aws_endpoint: Some(endpoint),
+        aws_endpoint: Some(silent.url()),
         aws_attempt_timeout: Duration::from_millis(300),
     };
     let provider = EcrProvider::new(&ecr, &options).await;
@@ -50,5 +43,4 @@ async fn an_ecr_endpoint_that_never_answers_fails_fetches_and_repository_creatio
         .await
         .expect("creating a repository was still waiting on a silent endpoint after 20 s");
     assert!(created.is_err());
-    held.abort();
 }

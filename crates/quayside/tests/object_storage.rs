@@ -480,14 +480,7 @@ async fn a_slow_read_from_object_storage_is_not_cut_short() {
 #[tokio::test]
 async fn a_store_that_never_answers_fails_instead_of_hanging() {
     testkit::install_crypto();
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", silent.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((conn, _)) = silent.accept().await {
-            open.push(conn);
-        }
-    });
+    let silent = testkit::SilentServer::start().await;
     let options = storage::Options {
         read_timeout: std::time::Duration::from_secs(1),
         ..testkit::storage_options()
@@ -495,7 +488,7 @@ async fn a_store_that_never_answers_fails_instead_of_hanging() {
     let start = std::time::Instant::now();
     let opened = tokio::time::timeout(
         std::time::Duration::from_secs(25),
-        storage::open(&s3_settings(endpoint), &options),
+        storage::open(&s3_settings(silent.url()), &options),
     )
     .await
     .expect("open was still waiting on a silent store after 25 s");
@@ -511,5 +504,4 @@ async fn a_store_that_never_answers_fails_instead_of_hanging() {
         "{:?}",
         start.elapsed()
     );
-    held.abort();
 }

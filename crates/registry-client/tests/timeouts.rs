@@ -9,6 +9,7 @@ use registry_client::{Client, Error, ImageRef};
 async fn a_registry_that_never_answers_fails_the_request() {
     // reqwest is built without a default TLS provider in the workspace, as the binary is.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // testkit::SilentServer's twin: testkit depends on this crate, so it cannot be used here.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let registry = silent.local_addr().unwrap().to_string();
     let held = tokio::spawn(async move {

@@ -256,6 +256,13 @@ mod tests {
         answer
     }
 
+    /// `request` pinned and polled once: it has begun its lookup and waits at the lookup's gate.
+    async fn started<F: Future>(request: F) -> std::pin::Pin<Box<F>> {
+        let mut request = Box::pin(request);
+        assert!(futures_util::poll!(request.as_mut()).is_pending());
+        request
+    }
+
     fn other_digest() -> Digest {
         Digest::of(oci::Algorithm::Sha256, b"n")
     }
@@ -294,12 +301,12 @@ mod tests {
         let calls = AtomicU64::new(0);
         let gate = tokio::sync::Notify::new();
         // The leader will answer "unknown"; the follower, reading after it, finds the tag.
-        let mut leader = Box::pin(r.resolve(
+        let leader = started(r.resolve(
             &name,
             &tag,
             counted(&calls, Some(&gate), Err(StoreError::ManifestUnknown)),
-        ));
-        assert!(futures_util::poll!(leader.as_mut()).is_pending());
+        ))
+        .await;
         let follower = r.resolve(&name, &tag, counted(&calls, None, Ok(digest.clone())));
         let release = async {
             tokio::task::yield_now().await;
@@ -315,12 +322,12 @@ mod tests {
             "other".parse().unwrap(),
             Reference::Tag("v2".parse().unwrap()),
         );
-        let mut leader = Box::pin(r.resolve(
+        let leader = started(r.resolve(
             &name,
             &tag,
             counted(&calls, Some(&gate), Ok(digest.clone())),
-        ));
-        assert!(futures_util::poll!(leader.as_mut()).is_pending());
+        ))
+        .await;
         let follower = r.resolve(&name, &tag, counted(&calls, None, Ok(other_digest())));
         let dropping = async {
             tokio::task::yield_now().await;
@@ -341,9 +348,8 @@ mod tests {
         let (name, tag, old) = repo();
         let calls = AtomicU64::new(0);
         let gate = tokio::sync::Notify::new();
-        let mut before =
-            Box::pin(r.resolve(&name, &tag, counted(&calls, Some(&gate), Ok(old.clone()))));
-        assert!(futures_util::poll!(before.as_mut()).is_pending());
+        let before =
+            started(r.resolve(&name, &tag, counted(&calls, Some(&gate), Ok(old.clone())))).await;
         r.changed();
         let after = r.resolve(&name, &tag, counted(&calls, None, Ok(other_digest())));
         assert_eq!(after.await.ok(), Some(other_digest()));

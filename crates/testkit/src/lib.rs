@@ -134,6 +134,40 @@ fn log_warnings_to_test_output() {
         .try_init();
 }
 
+/// An endpoint on 127.0.0.1 that accepts every connection and never answers (a store, a
+/// registry or an issuer that hangs); it stops when dropped.
+pub struct SilentServer {
+    pub addr: SocketAddr,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl SilentServer {
+    pub async fn start() -> SilentServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let accepting = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        SilentServer { addr, accepting }
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
 /// A registry served in-process over real HTTP on 127.0.0.1.
 pub struct Server {
     pub addr: SocketAddr,
