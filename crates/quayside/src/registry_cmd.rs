@@ -26,6 +26,10 @@ pub struct Args {
     /// blob bytes bypass the registry, as distribution does; off: the registry streams them.
     #[arg(long, env = "QUAYSIDE_REDIRECT", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     redirect: bool,
+    /// Send blobs on filesystem storage with sendfile(2) over plain HTTP/1 (the kernel copies
+    /// file pages to the socket); off: read them into buffers and write those, as on HTTP/2.
+    #[arg(long, env = "QUAYSIDE_SENDFILE", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    sendfile: bool,
     /// Longest pause allowed between two pieces of a request body; a stalled upload then fails
     /// with 400 and can be resumed from its last acknowledged offset.
     #[arg(long, env = "QUAYSIDE_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -485,6 +489,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let upstreams = args.mirror.upstreams().await?;
     let mut app = registry::App::new(store.clone())
         .with_redirect(args.redirect)
+        .with_sendfile(args.sendfile)
         .with_body_timeout(args.body_timeout);
     if !upstreams.is_empty() {
         let hosts: Vec<_> = upstreams.iter().map(|u| u.host.clone()).collect();

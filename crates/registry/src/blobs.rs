@@ -3,6 +3,7 @@
 use std::ops::Range;
 
 use axum::body::Body;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use oci::{Digest, ErrorCode, RepoName};
@@ -15,11 +16,11 @@ pub async fn get(
     app: &App,
     name: &RepoName,
     digest: &Digest,
-    headers: &HeaderMap,
+    req: &Parts,
     head: bool,
 ) -> Result<Response, ApiError> {
     let size = app.store.blob_size(name, digest).await?;
-    serve(app, digest, size, headers, head).await
+    serve(app, digest, size, req, head).await
 }
 
 /// A blob the repository holds, of `size` bytes (already looked up).
@@ -27,7 +28,7 @@ pub async fn serve(
     app: &App,
     digest: &Digest,
     size: u64,
-    headers: &HeaderMap,
+    req: &Parts,
     head: bool,
 ) -> Result<Response, ApiError> {
     if app.redirect
@@ -36,13 +37,35 @@ pub async fn serve(
     {
         return Ok(response::redirect(&url, digest));
     }
-    let range = requested_range(headers, size)?;
+    let range = requested_range(&req.headers, size)?;
     let body = if head {
         Body::empty()
     } else {
-        Body::from_stream(app.store.blob_get(digest, range.clone()).await?)
+        content(app, digest, size, range.clone(), req).await?
     };
     Ok(respond(digest, size, range, body, head))
+}
+
+/// The body of a blob GET: sent by the kernel straight from its file where storage is a
+/// filesystem and the connection can (`serve::Files`), streamed from storage otherwise.
+async fn content(
+    app: &App,
+    digest: &Digest,
+    size: u64,
+    range: Option<Range<u64>>,
+    req: &Parts,
+) -> Result<Body, ApiError> {
+    if app.sendfile
+        && let Some(files) = req
+            .extensions
+            .get::<serve::Files>()
+            .filter(|f| f.available())
+        && let Some(file) = app.store.blob_file(digest).await?
+    {
+        let range = range.unwrap_or(0..size);
+        return Ok(Body::new(files.body(std::sync::Arc::new(file), range)));
+    }
+    Ok(Body::from_stream(app.store.blob_get(digest, range).await?))
 }
 
 /// The request's `Range` checked against a blob of `size` bytes; `None`: the whole blob.

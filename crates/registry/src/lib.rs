@@ -41,6 +41,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -62,6 +63,8 @@ pub struct App {
     pub health: Arc<health::Health>,
     /// Answer blob GETs with a redirect to a presigned storage URL, where storage can sign one.
     pub redirect: bool,
+    /// Send filesystem blobs with `sendfile(2)` where the connection allows (`serve::Files`).
+    pub sendfile: bool,
     /// Longest pause allowed between two pieces of a request body: a stalled upload must not hold
     /// its connection (and, on disk, a writer thread) forever.
     pub body_timeout: std::time::Duration,
@@ -82,6 +85,7 @@ impl App {
             metrics: Arc::new(metrics::Metrics::default()),
             health: Arc::new(health::Health::default()),
             redirect: false,
+            sendfile: true,
             body_timeout: std::time::Duration::from_secs(60),
             access: None,
             auth_realm: None,
@@ -120,6 +124,11 @@ impl App {
 
     pub fn with_redirect(mut self, redirect: bool) -> App {
         self.redirect = redirect;
+        self
+    }
+
+    pub fn with_sendfile(mut self, sendfile: bool) -> App {
+        self.sendfile = sendfile;
         self
     }
 }
@@ -281,11 +290,8 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
         }
         auth::check(&app, &parts.headers, &parts.method, &target, &mut params)?;
         match mirrored {
-            Some((mirror, m)) => {
-                let (method, headers) = (&parts.method, &parts.headers);
-                mirrored::handle(&app, mirror, &m, method, target, headers, &params).await
-            }
-            None => handle(&app, &parts.method, target, &parts.headers, &params, body).await,
+            Some((mirror, m)) => mirrored::handle(&app, mirror, &m, &parts, target, &params).await,
+            None => handle(&app, &parts, target, &params, body).await,
         }
     }
     .await;
@@ -301,12 +307,12 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
 
 pub(crate) async fn handle(
     app: &App,
-    method: &Method,
+    req: &Parts,
     target: Target,
-    headers: &HeaderMap,
     params: &Params,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let (method, headers) = (&req.method, &req.headers);
     let head = method == Method::HEAD;
     match (method.clone(), target) {
         (Method::GET | Method::HEAD, Target::Manifest(n, r)) => {
@@ -317,7 +323,7 @@ pub(crate) async fn handle(
         }
         (Method::DELETE, Target::Manifest(n, r)) => manifests::delete(app, &n, &r).await,
         (Method::GET | Method::HEAD, Target::Blob(n, d)) => {
-            blobs::get(app, &n, &uploads::parse_digest(&d)?, headers, head).await
+            blobs::get(app, &n, &uploads::parse_digest(&d)?, req, head).await
         }
         (Method::DELETE, Target::Blob(n, d)) => {
             blobs::delete(app, &n, &uploads::parse_digest(&d)?).await

@@ -2,6 +2,7 @@
 //! cache or through it from the upstream, tags and referrers from what is cached, writes refused.
 
 use axum::body::Body;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::response::Response;
 use mirror::{BlobSource, Fetch, Mirror, MirrorError, Mirrored};
@@ -38,20 +39,20 @@ pub(crate) async fn handle(
     app: &App,
     mirror: &Mirror,
     m: &Mirrored,
-    method: &Method,
+    req: &Parts,
     target: Target,
-    headers: &HeaderMap,
     params: &Params,
 ) -> Result<Response, ApiError> {
+    let method = &req.method;
     let head = method == Method::HEAD;
     match (method.clone(), target) {
         (Method::GET | Method::HEAD, Target::Manifest(_, r)) => manifest(mirror, m, &r, head).await,
         (Method::GET | Method::HEAD, Target::Blob(_, d)) => {
             let digest = crate::uploads::parse_digest(&d)?;
-            blob(app, mirror, m, &digest, headers, head).await
+            blob(app, mirror, m, &digest, req, head).await
         }
         (Method::GET, target @ (Target::Tags(_) | Target::Referrers(..))) => {
-            crate::handle(app, method, target, headers, params, Body::empty()).await
+            crate::handle(app, req, target, params, Body::empty()).await
         }
         (_, target) => Err(ApiError::new(
             ErrorCode::Denied,
@@ -83,7 +84,7 @@ async fn blob(
     mirror: &Mirror,
     m: &Mirrored,
     digest: &Digest,
-    headers: &HeaderMap,
+    req: &Parts,
     head: bool,
 ) -> Result<Response, ApiError> {
     let unknown = |e| api_error(e, ErrorCode::BlobUnknown);
@@ -92,8 +93,8 @@ async fn blob(
         return Ok(blobs::respond(digest, size, None, Body::empty(), true));
     }
     match mirror.blob(m, digest).await.map_err(unknown)? {
-        BlobSource::Stored { size } => blobs::serve(app, digest, size, headers, false).await,
-        BlobSource::Fetching(fetch) => Ok(streamed(&fetch, digest, headers)?),
+        BlobSource::Stored { size } => blobs::serve(app, digest, size, req, false).await,
+        BlobSource::Fetching(fetch) => Ok(streamed(&fetch, digest, &req.headers)?),
     }
 }
 

@@ -124,6 +124,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn rename(&self, src: &str, dest: &str) -> Result<(), BackendError>;
     /// Discards an append-only object and everything kept for it.
     async fn abort(&self, key: &str) -> Result<(), BackendError>;
+    /// The object as an open file, where it is one (the filesystem backend), for a server that
+    /// can send a file without reading it itself; `None`: read it with [`Backend::get`].
+    async fn open_file(&self, _key: &str) -> Result<Option<std::fs::File>, BackendError> {
+        Ok(None)
+    }
     /// A URL that lets a client GET the object directly from storage for `expires`, where the
     /// backend can sign one (object stores); `None` means "serve it yourself".
     async fn presigned_get(

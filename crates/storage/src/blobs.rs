@@ -41,6 +41,15 @@ impl Store {
         )
     }
 
+    /// The blob's content as an open file, where storage is a filesystem; `None`: stream it
+    /// with [`Store::blob_get`].
+    pub async fn blob_file(&self, d: &Digest) -> Result<Option<std::fs::File>, StoreError> {
+        or_unknown(
+            self.backend.open_file(&layout::blob_data(d)).await,
+            StoreError::BlobUnknown,
+        )
+    }
+
     /// A presigned URL for the blob's content, where the backend can make one. Call after
     /// [`Store::blob_size`]: the URL itself does not check that the repository links the blob.
     pub async fn blob_url(&self, d: &Digest) -> Result<Option<String>, StoreError> {

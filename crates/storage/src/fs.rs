@@ -165,6 +165,14 @@ impl Backend for FsBackend {
         Ok(read_blocks(Arc::new(file), start, end))
     }
 
+    async fn open_file(&self, key: &str) -> Result<Option<std::fs::File>, BackendError> {
+        let path = self.path(key);
+        let file = blocking(move || std::fs::File::open(path))
+            .await
+            .map_err(not_found)?;
+        Ok(Some(file))
+    }
+
     async fn read(&self, key: &str, limit: u64) -> Result<Bytes, BackendError> {
         // One blocking hop for open + read: links and manifests are read on every manifest GET.
         let path = self.path(key);
