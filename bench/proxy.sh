@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pull throughput through `quayside proxy` against pulling straight from `quayside registry`, in
 # the same run (release builds, local disk), the two paths taking turns; median of ROUNDS.
-# Usage: bench/proxy.sh   (needs curl)
+# Usage: bench/proxy.sh   (needs curl); PROXY_ARGS="--splice false" measures the pooled relay
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -23,7 +23,7 @@ port=$(free_port)
 RUST_LOG=warn "$BIN" registry --listen "127.0.0.1:$port" --data-dir "$work/data" >"$work/r.log" 2>&1 &
 pids+=($!); REG="127.0.0.1:$port"; wait_up "$REG"
 port=$(free_port)
-RUST_LOG=warn "$BIN" proxy --listen "127.0.0.1:$port" --registry-host 127.0.0.1 --registry-port "${REG##*:}" >"$work/p.log" 2>&1 &
+RUST_LOG=warn "$BIN" proxy --listen "127.0.0.1:$port" --registry-host 127.0.0.1 --registry-port "${REG##*:}" ${PROXY_ARGS:-} >"$work/p.log" 2>&1 &
 pids+=($!); PROXY_PID=$!; PROXY="127.0.0.1:$port"; wait_up "$PROXY"
 
 head -c $((BLOB_MIB << 20)) /dev/urandom >"$work/big"

@@ -12,8 +12,11 @@
 //! as they are; a write without credentials reaches the registry without any and gets its 401.
 //!
 //! Dependencies: `hyper-util`'s pooled client (plain HTTP/1.1 to the Service; no TLS inside the
-//! cluster), `axum` for the router (served by the `serve` crate), `base64` for the Basic
-//! credential.
+//! cluster), `axum` for the router (served by the `serve` crate, whose `ZeroCopy` relays blob
+//! bodies), `httparse` (hyper's own parser) for the response heads of spliced relays, `base64`
+//! for the Basic credential.
+
+mod spliced;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -37,6 +40,8 @@ pub struct Config {
     pub upstream_auth: Option<HeaderValue>,
     /// How long to wait for the registry's response headers (nginx's proxy_read_timeout: 900 s).
     pub response_timeout: Duration,
+    /// Relay blob GETs of HTTP/1 clients with `splice(2)` (see `spliced`).
+    pub splice: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -44,6 +49,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("upstream", &self.upstream)
             .field("read_only", &self.read_only)
+            .field("splice", &self.splice)
             .field(
                 "upstream_auth",
                 &self.upstream_auth.as_ref().map(|_| "<redacted>"),
@@ -198,12 +204,30 @@ async fn relay(proxy: &Proxy, peer: SocketAddr, req: Request) -> Response {
         Ok(uri) => uri,
         Err(_) => return oci_error(ErrorCode::QueryInvalid, Some("bad request path")),
     };
+    // The registry Service speaks HTTP/1.1 whatever the client spoke (an h2c client's request
+    // would otherwise be refused by the HTTP/1 pool).
+    parts.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, peer);
     if let Some(auth) = &proxy.config.upstream_auth
         && lends_identity(&parts.method, parts.uri.path(), &parts.headers)
     {
         parts.headers.insert(header::AUTHORIZATION, auth.clone());
+    }
+    if proxy.config.splice
+        && let Some(zero_copy) = spliced::spliceable(&parts, &body)
+    {
+        let upstream = spliced::get(&proxy.config.upstream, &parts, zero_copy);
+        match tokio::time::timeout(proxy.config.response_timeout, upstream).await {
+            Ok(Ok(Some(response))) => return response,
+            // Framed otherwise: asked again through the pooled client below.
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "registry unreachable");
+                return oci_error(ErrorCode::BadGateway, None);
+            }
+            Err(_) => return oci_error(ErrorCode::GatewayTimeout, None),
+        }
     }
     let upstream = proxy.client.request(Request::from_parts(parts, body));
     match tokio::time::timeout(proxy.config.response_timeout, upstream).await {
@@ -369,6 +393,7 @@ mod tests {
             read_only: true,
             upstream_auth: Some(v),
             response_timeout: Duration::from_secs(1),
+            splice: true,
         };
         assert!(!format!("{c:?}").contains("dXNl"));
     }

@@ -32,6 +32,10 @@ pub struct Args {
     /// How long to wait for the registry's response headers.
     #[arg(long, env = "QUAYSIDE_PROXY_RESPONSE_TIMEOUT", default_value = "900s", value_parser = humantime::parse_duration)]
     response_timeout: Duration,
+    /// Relay blob downloads of HTTP/1 clients with splice(2): the kernel moves the bytes from the
+    /// registry's socket to the client's; off: they are read in and written out again.
+    #[arg(long, env = "QUAYSIDE_PROXY_SPLICE", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    splice: bool,
 }
 
 fn secret(s: &str) -> Result<Secret, std::convert::Infallible> {
@@ -51,6 +55,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         read_only: args.read_only,
         upstream_auth,
         response_timeout: args.response_timeout,
+        splice: args.splice,
     };
     // Not listening before the registry answers, so the pod is not ready before it can serve.
     proxy::wait_for_upstream(&upstream).await;

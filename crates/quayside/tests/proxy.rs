@@ -126,25 +126,29 @@ async fn forwards_headers_and_injects_upstream_credentials() {
     .await
     .unwrap();
     let c = testkit::http_client();
-    let seen: serde_json::Value = c
-        .get(proxy.url("/v2/app/manifests/v1"))
-        .header("connection", "keep-alive, x-hop")
-        .header("x-hop", "1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(seen["authorization"], "Basic bm9kZTpzM2NyZXQ=");
-    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
-    assert_eq!(seen["x-real-ip"], "127.0.0.1");
-    assert_eq!(seen["x-forwarded-proto"], "http");
-    assert_eq!(seen["host"], proxy.addr.to_string().as_str());
-    assert!(
-        seen.get("x-hop").is_none(),
-        "hop-by-hop header forwarded: {seen}"
-    );
+    // A blob GET takes the spliced relay, a manifest GET the pooled client: the same headers.
+    let blob = format!("/v2/app/blobs/sha256:{}", "a".repeat(64));
+    for path in ["/v2/app/manifests/v1", blob.as_str()] {
+        let seen: serde_json::Value = c
+            .get(proxy.url(path))
+            .header("connection", "keep-alive, x-hop")
+            .header("x-hop", "1")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(seen["authorization"], "Basic bm9kZTpzM2NyZXQ=", "{path}");
+        assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{path}");
+        assert_eq!(seen["x-real-ip"], "127.0.0.1", "{path}");
+        assert_eq!(seen["x-forwarded-proto"], "http", "{path}");
+        assert_eq!(seen["host"], proxy.addr.to_string().as_str(), "{path}");
+        assert!(
+            seen.get("x-hop").is_none(),
+            "{path}: hop-by-hop header forwarded: {seen}"
+        );
+    }
     // A client's own credentials win.
     let seen: serde_json::Value = c
         .get(proxy.url("/v2/"))
@@ -226,4 +230,48 @@ async fn a_gib_streams_through_with_flat_memory() {
     let peak = proxy.peak_rss_kib();
     println!("proxy peak RSS after 1 GiB each way: {peak} KiB");
     assert!(peak < 64 * 1024, "proxy peak RSS {peak} KiB");
+}
+
+/// An upstream whose blob answers have no length (chunked), as `quayside registry`'s never do.
+async fn chunked_upstream(content: Bytes) -> SocketAddr {
+    let app = axum::Router::new().fallback(move || {
+        let content = content.clone();
+        async move {
+            let pieces = content
+                .chunks(100_000)
+                .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>();
+            axum::body::Body::from_stream(futures_util::stream::iter(pieces))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blob_answers_of_every_framing_and_clients_of_every_version_get_their_bytes() {
+    let content = Bytes::from(random_bytes(3 << 20, 9));
+    let upstream = chunked_upstream(content.clone()).await;
+    let proxy = tokio::task::spawn_blocking(move || Quayside::proxy(BIN, upstream, &[]))
+        .await
+        .unwrap();
+    let url = proxy.url(&format!("/v2/app/blobs/sha256:{}", "b".repeat(64)));
+    let http1 = testkit::http_client();
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for (client, version) in [
+        (&http1, reqwest::Version::HTTP_11),
+        (&h2c, reqwest::Version::HTTP_2),
+    ] {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(
+            (response.status(), response.version()),
+            (StatusCode::OK, version)
+        );
+        assert!(response.bytes().await.unwrap() == content, "{version:?}");
+    }
 }

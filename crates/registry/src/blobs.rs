@@ -47,7 +47,7 @@ pub async fn serve(
 }
 
 /// The body of a blob GET: sent by the kernel straight from its file where storage is a
-/// filesystem and the connection can (`serve::Files`), streamed from storage otherwise.
+/// filesystem and the connection can (`serve::ZeroCopy`), streamed from storage otherwise.
 async fn content(
     app: &App,
     digest: &Digest,
@@ -56,14 +56,14 @@ async fn content(
     req: &Parts,
 ) -> Result<Body, ApiError> {
     if app.sendfile
-        && let Some(files) = req
+        && let Some(zero_copy) = req
             .extensions
-            .get::<serve::Files>()
-            .filter(|f| f.available())
+            .get::<serve::ZeroCopy>()
+            .filter(|z| z.available())
         && let Some(file) = app.store.blob_file(digest).await?
     {
         let range = range.unwrap_or(0..size);
-        return Ok(Body::new(files.body(std::sync::Arc::new(file), range)));
+        return Ok(Body::new(zero_copy.file(std::sync::Arc::new(file), range)));
     }
     Ok(Body::from_stream(app.store.blob_get(digest, range).await?))
 }

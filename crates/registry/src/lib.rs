@@ -63,7 +63,7 @@ pub struct App {
     pub health: Arc<health::Health>,
     /// Answer blob GETs with a redirect to a presigned storage URL, where storage can sign one.
     pub redirect: bool,
-    /// Send filesystem blobs with `sendfile(2)` where the connection allows (`serve::Files`).
+    /// Send filesystem blobs with `sendfile(2)` where the connection allows (`serve::ZeroCopy`).
     pub sendfile: bool,
     /// Longest pause allowed between two pieces of a request body: a stalled upload must not hold
     /// its connection (and, on disk, a writer thread) forever.

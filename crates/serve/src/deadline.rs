@@ -3,18 +3,28 @@
 //! `keepalive_timeout`; every read or write that moves bytes pushes the deadline back, and it
 //! does not expire while a request of the connection is being handled (a slow handler is not an
 //! idle client). Past it, reads and writes fail with `TimedOut` and hyper closes the connection.
+//!
+//! Closing lingers: after its FIN, the connection goes on reading and discarding what the peer
+//! still sends (a request body refused before it was read) until the peer closes, for at most
+//! [`LINGER_TIME`] and [`LINGER_BYTES`]. Closed with those bytes unread, the kernel would reset
+//! the connection, and a client still sending would get a broken pipe instead of the answer.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::Limits;
+
+/// Longest a closing connection goes on reading what its peer still sends.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+/// Most bytes a closing connection reads (and discards) from its peer.
+const LINGER_BYTES: usize = 64 << 20;
 
 pub struct Deadline<T> {
     io: T,
@@ -23,6 +33,8 @@ pub struct Deadline<T> {
     idle: Duration,
     keepalive: Duration,
     in_flight: Arc<AtomicUsize>,
+    /// Once closing: how many more bytes the peer may send before the connection is dropped.
+    lingering: Option<usize>,
 }
 
 impl<T> Deadline<T> {
@@ -34,6 +46,7 @@ impl<T> Deadline<T> {
             idle: limits.idle_timeout,
             keepalive: limits.keepalive_timeout,
             in_flight,
+            lingering: None,
         }
     }
 
@@ -104,7 +117,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Deadline<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -133,7 +146,38 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
+    /// Sends the FIN, then lingers (see the module docs).
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.lingering.is_none() {
+            ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+            this.lingering = Some(LINGER_BYTES);
+            this.sleep.as_mut().reset(Instant::now() + LINGER_TIME);
+        }
+        this.poll_linger(cx)
+    }
+}
+
+impl<T: AsyncRead + Unpin> Deadline<T> {
+    /// Ready when the peer has closed, or failed, or sent its allowance, or the time is up.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut scratch = [0u8; 16 * 1024];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    let left = self
+                        .lingering
+                        .unwrap_or(0)
+                        .saturating_sub(buf.filled().len());
+                    if left == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    self.lingering = Some(left);
+                }
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return self.sleep.as_mut().poll(cx).map(Ok),
+            }
+        }
     }
 }

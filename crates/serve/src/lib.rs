@@ -12,17 +12,17 @@
 //!   `Retry-After` and closed, while the connections already open go on being served.
 //!
 //! It also sets TCP_NODELAY, gives each request the peer's address as axum's `ConnectInfo`, lets
-//! HTTP/1 handlers send file bodies with `sendfile(2)` ([`Files`]), and on shutdown stops
+//! HTTP/1 handlers send file and relayed bodies with `sendfile(2)` and `splice(2)` ([`ZeroCopy`]), and on shutdown stops
 //! accepting and waits for requests in flight.
 //!
 //! Dependencies: `hyper-util`'s server builder (HTTP/1 + HTTP/2, timer, graceful shutdown), which
-//! is what axum itself uses underneath; `rustix` for the file-descriptor limit, `sendfile` and
-//! `fadvise` without `unsafe`; `bytes` and `http-body` for the file body's type.
+//! is what axum itself uses underneath; `rustix` for the file-descriptor limit, `sendfile`,
+//! `splice`, pipes and `fadvise` without `unsafe`; `bytes` and `http-body` for the file body's type.
 
 mod deadline;
-mod sendfile;
+mod zero_copy;
 
-pub use sendfile::{FileBody, Files};
+pub use zero_copy::{ZeroCopy, ZeroCopyBody};
 
 use std::io;
 use std::pin::pin;
@@ -87,13 +87,13 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        // Body chunks reach the stream as the slices the body gave (see `sendfile`).
+        // Body chunks reach the stream as the slices the body gave (see `zero_copy`).
         .writev(true)
         // Past hyper's default of 100 fields it answers a bare 431; the router's own, lower
         // limits answer with an error body the client can read.
         .max_headers(1024);
     builder.http2().timer(TokioTimer::new());
-    sendfile::init();
+    zero_copy::init();
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     // Held open to be given up when descriptors run out, so one more accept can succeed and
@@ -127,9 +127,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let in_flight = Arc::new(AtomicUsize::new(0));
-        let files = Files::default();
-        let service = connection_service(router.clone(), peer, in_flight.clone(), files.clone());
-        let io = deadline::Deadline::new(sendfile::Stream::new(stream, files), limits, in_flight);
+        let zero_copy = ZeroCopy::default();
+        let service =
+            connection_service(router.clone(), peer, in_flight.clone(), zero_copy.clone());
+        let io =
+            deadline::Deadline::new(zero_copy::Stream::new(stream, zero_copy), limits, in_flight);
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
             .into_owned();
@@ -144,13 +146,13 @@ pub async fn serve(
 }
 
 /// The router for one connection: each request carries the peer's address (and, on HTTP/1, the
-/// connection's [`Files`]) and counts as in flight (suspending the connection's inactivity
+/// connection's [`ZeroCopy`]) and counts as in flight (suspending the connection's inactivity
 /// deadline) until its response head is ready.
 fn connection_service(
     router: Router,
     peer: std::net::SocketAddr,
     in_flight: Arc<AtomicUsize>,
-    files: Files,
+    zero_copy: ZeroCopy,
 ) -> impl tower::Service<
     axum::extract::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -161,7 +163,7 @@ fn connection_service(
         move |mut req: axum::extract::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             if req.version() <= http::Version::HTTP_11 {
-                req.extensions_mut().insert(files.clone());
+                req.extensions_mut().insert(zero_copy.clone());
             }
             let (router, guard) = (router.clone(), InFlight::enter(&in_flight));
             async move {

@@ -1,5 +1,6 @@
-//! File bodies sent with sendfile(2) through `serve::serve`, read back over real TCP by a client
-//! that speaks HTTP/1.1 byte by byte (so it can pipeline, read slowly and see exactly what came).
+//! Bodies sent with sendfile(2) and splice(2) through `serve::serve`, read back over real TCP by
+//! a client that speaks HTTP/1.1 byte by byte (so it can pipeline, read slowly and see exactly
+//! what came).
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -50,14 +51,14 @@ async fn start() -> Server {
     let file_response = move |len: Option<u64>, start: u64, end: u64, req: Request| {
         let path = path.clone();
         async move {
-            let Some(files) = req.extensions().get::<serve::Files>() else {
+            let Some(files) = req.extensions().get::<serve::ZeroCopy>() else {
                 return Response::builder()
                     .status(StatusCode::CONFLICT)
                     .body(Body::from("no file bodies on this connection"))
                     .unwrap();
             };
             let file = Arc::new(std::fs::File::open(path).unwrap());
-            let body = files.body(file, start..end);
+            let body = files.file(file, start..end);
             let body = match len {
                 None => Body::new(body),
                 Some(_) => Body::new(Unsized(body)),
@@ -82,7 +83,11 @@ async fn start() -> Server {
                 },
             ),
         )
-        .route("/small", get(|| async { "small body" }));
+        .route("/small", get(|| async { "small body" }))
+        .route(
+            "/relay/{len}/{send}",
+            get(|Path((len, send)): Path<(u64, usize)>, req: Request| relay(len, send, req)),
+        );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let limits = serve::Limits::new(Duration::from_secs(5));
@@ -99,9 +104,31 @@ async fn start() -> Server {
     }
 }
 
+/// `/relay/<len>/<send>`: a body of `len` bytes relayed from a socket whose peer sends the first
+/// `send` bytes of `content(len)` and closes; 1000 of them are read before the relay starts.
+async fn relay(len: u64, send: usize, req: Request) -> Response {
+    let zero_copy = req.extensions().get::<serve::ZeroCopy>().unwrap().clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut peer, _) = listener.accept().await.unwrap();
+        let _ = peer.write_all(&content(len as usize)[..send]).await;
+    });
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    let mut first = vec![0u8; 1000];
+    tokio::io::AsyncReadExt::read_exact(&mut socket, &mut first)
+        .await
+        .unwrap();
+    let body = zero_copy.relay(socket, first.into(), len).unwrap();
+    Response::builder()
+        .header(header::CONTENT_LENGTH, len)
+        .body(Body::new(body))
+        .unwrap()
+}
+
 /// A body that does not say its size, so hyper takes the header's word for it (with an exact
 /// size that disagrees, a debug build of hyper panics).
-struct Unsized(serve::FileBody);
+struct Unsized(serve::ZeroCopyBody);
 
 impl http_body::Body for Unsized {
     type Data = bytes::Bytes;
@@ -210,4 +237,34 @@ async fn http2_requests_get_no_file_bodies() {
     let response = reqwest::Client::new().get(&url).send().await.unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::OK);
     assert!(response.bytes().await.unwrap() == server.content[..10]);
+}
+
+#[tokio::test]
+async fn a_relayed_socket_reaches_a_slow_reader_whole_and_in_order() {
+    let server = start().await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    let len = 5 * 1024 * 1024 + 7;
+    let requests = request(&format!("/relay/{len}/{len}")) + &request("/small");
+    stream.write_all(requests.as_bytes()).await.unwrap();
+    let (status, body, complete) = response(&mut stream, Some(Duration::from_millis(1))).await;
+    assert_eq!((status, complete), (200, true));
+    assert!(body == content(len), "wrong bytes");
+    let (status, body, _) = response(&mut stream, None).await;
+    assert_eq!((status, body.as_slice()), (200, &b"small body"[..]));
+}
+
+#[tokio::test]
+async fn a_relayed_socket_that_ends_early_ends_the_connection_instead_of_padding() {
+    let server = start().await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let (len, sent) = (3 * 1024 * 1024, 2 * 1024 * 1024 + 5);
+    stream
+        .write_all(request(&format!("/relay/{len}/{sent}")).as_bytes())
+        .await
+        .unwrap();
+    let (status, body, complete) = response(&mut stream, None).await;
+    assert_eq!((status, complete, body.len()), (200, false, sent));
+    assert!(body == content(len)[..sent], "wrong bytes");
 }

@@ -28,7 +28,7 @@ async fn a_refused_file_fails_its_download_and_turns_file_bodies_off() {
         get(move |req: Request| {
             let path = path.clone();
             async move {
-                let files = req.extensions().get::<serve::Files>().unwrap();
+                let files = req.extensions().get::<serve::ZeroCopy>().unwrap();
                 if !files.available() {
                     return (StatusCode::CONFLICT, "no file bodies").into_response();
                 }
@@ -36,7 +36,7 @@ async fn a_refused_file_fails_its_download_and_turns_file_bodies_off() {
                 let file = Arc::new(std::fs::File::open(path).unwrap());
                 Response::builder()
                     .header(header::CONTENT_LENGTH, 1000)
-                    .body(Body::new(files.body(file, 0..1000)))
+                    .body(Body::new(files.file(file, 0..1000)))
                     .unwrap()
             }
         }),
