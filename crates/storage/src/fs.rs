@@ -34,6 +34,13 @@ pub struct FsBackend {
 }
 
 impl FsBackend {
+    async fn open(&self, key: &str) -> Result<std::fs::File, BackendError> {
+        let path = self.path(key);
+        blocking(move || std::fs::File::open(path))
+            .await
+            .map_err(not_found)
+    }
+
     pub fn new(root: impl Into<PathBuf>, sync: bool) -> FsBackend {
         FsBackend {
             root: root.into(),
@@ -154,10 +161,7 @@ impl Backend for FsBackend {
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream, BackendError> {
-        let path = self.path(key);
-        let file = blocking(move || std::fs::File::open(path))
-            .await
-            .map_err(not_found)?;
+        let file = self.open(key).await?;
         let (start, end) = match range {
             Some(r) => (r.start, r.end),
             None => (0, u64::MAX),
@@ -166,11 +170,7 @@ impl Backend for FsBackend {
     }
 
     async fn open_file(&self, key: &str) -> Result<Option<std::fs::File>, BackendError> {
-        let path = self.path(key);
-        let file = blocking(move || std::fs::File::open(path))
-            .await
-            .map_err(not_found)?;
-        Ok(Some(file))
+        Ok(Some(self.open(key).await?))
     }
 
     async fn read(&self, key: &str, limit: u64) -> Result<Bytes, BackendError> {
