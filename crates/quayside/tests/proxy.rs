@@ -93,6 +93,14 @@ fn read_only_refuses_writes_and_old_docker_gets_404() {
     assert_eq!(get_with_agent("docker/1.6.2 go/go1.4.2"), "200");
 }
 
+/// `app` served on a loopback port as the proxy's upstream.
+async fn upstream(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
 /// An upstream that answers every request with the headers it received, as JSON.
 async fn header_echo() -> SocketAddr {
     let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
@@ -102,10 +110,7 @@ async fn header_echo() -> SocketAddr {
             .collect();
         axum::Json(serde_json::Value::Object(map))
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    upstream(app).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -244,10 +249,7 @@ async fn chunked_upstream(content: Bytes) -> SocketAddr {
             axum::body::Body::from_stream(futures_util::stream::iter(pieces))
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    upstream(app).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,7 +9,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::routing::put;
-use tokio::net::TcpListener;
+
+mod support;
 
 #[tokio::test]
 async fn a_client_still_sending_a_refused_body_reads_the_refusal() {
@@ -35,15 +36,7 @@ async fn a_client_still_sending_a_refused_body_reads_the_refusal() {
                 (StatusCode::CONFLICT, [(header::CONNECTION, "close")], "no")
             }),
         );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let limits = serve::Limits::new(Duration::from_secs(5));
-    tokio::spawn(serve::serve(
-        listener,
-        router,
-        limits,
-        std::future::pending(),
-    ));
+    let addr = support::serve_router(router).await;
     let client = reqwest::Client::new();
     let body = vec![7u8; 8 << 20];
     for round in 0..20 {
@@ -64,15 +57,7 @@ async fn a_refused_body_sent_after_the_answer_is_discarded_not_reset() {
         "/upload",
         put(|| async { (StatusCode::CONFLICT, [(header::CONNECTION, "close")], "no") }),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let limits = serve::Limits::new(Duration::from_secs(5));
-    tokio::spawn(serve::serve(
-        listener,
-        router,
-        limits,
-        std::future::pending(),
-    ));
+    let addr = support::serve_router(router).await;
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let len = 4 << 20;
     let head = format!("PUT /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n");

@@ -88,15 +88,7 @@ async fn start() -> Server {
             "/relay/{len}/{send}",
             get(|Path((len, send)): Path<(u64, usize)>, req: Request| relay(len, send, req)),
         );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let limits = serve::Limits::new(Duration::from_secs(5));
-    tokio::spawn(serve::serve(
-        listener,
-        router,
-        limits,
-        std::future::pending(),
-    ));
+    let addr = support::serve_router(router).await;
     Server {
         addr,
         content,

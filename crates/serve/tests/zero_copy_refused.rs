@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -14,7 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 mod support;
 use support::{request, response};
@@ -41,15 +40,7 @@ async fn a_refused_file_fails_its_download_and_turns_file_bodies_off() {
             }
         }),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let limits = serve::Limits::new(Duration::from_secs(5));
-    tokio::spawn(serve::serve(
-        listener,
-        router,
-        limits,
-        std::future::pending(),
-    ));
+    let addr = support::serve_router(router).await;
 
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request("/file").as_bytes()).await.unwrap();

@@ -6,8 +6,24 @@
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+
+/// `router` served by `serve::serve` on a loopback port, until the test ends.
+pub async fn serve_router(router: axum::Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = serve::Limits::new(Duration::from_secs(5));
+    tokio::spawn(serve::serve(
+        listener,
+        router,
+        limits,
+        std::future::pending(),
+    ));
+    addr
+}
 
 pub fn request(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")
