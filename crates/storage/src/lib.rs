@@ -18,6 +18,7 @@
 pub mod azure;
 pub mod backend;
 mod blobs;
+mod block;
 pub mod fs;
 mod fsck;
 pub mod gc;

@@ -71,6 +71,8 @@ impl Settings {
 pub struct Options {
     /// fsync filesystem blob data before it becomes visible.
     pub fsync: bool,
+    /// Write filesystem upload data with `O_DIRECT` where the filesystem takes it.
+    pub direct_io: bool,
     /// Retries for transient object-store errors.
     pub retry: object_store::RetryConfig,
     /// Largest object S3 copies server-side; larger ones are streamed through.
@@ -89,6 +91,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             fsync: true,
+            direct_io: true,
             retry: object_store::RetryConfig {
                 max_retries: 3,
                 retry_timeout: Duration::from_secs(20),
@@ -164,7 +167,7 @@ pub async fn open(settings: &Settings, options: &Options) -> Result<Arc<dyn Back
                 );
                 setting(Setting::FilesystemRoot, reason)
             })?;
-            Arc::new(FsBackend::new(root, options.fsync))
+            Arc::new(FsBackend::new(root, options.fsync).direct_io(options.direct_io))
         }
         Settings::S3 { .. } => open_s3(settings, options).await?,
         Settings::Gcs { .. } => open_gcs(settings, options).await?,

@@ -14,11 +14,12 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use oci::{Algorithm, Digest, Hasher, RepoName};
 
 use crate::backend::{Appended, Appender, BackendError, ByteStream, Claim};
+use crate::block::Block;
 use crate::layout::{self, UploadId};
 use crate::store::{Store, StoreError, or_unknown};
 
@@ -265,13 +266,16 @@ impl Store {
             other => or_unknown(other, StoreError::UploadUnknown)?,
         };
         let mut hashing = BlockHasher(hasher.map(|h| HashJob::Ready(Box::new(h))));
-        // Each block is allocated whole: grown from empty, it would be copied at every doubling.
-        let mut block = BytesMut::with_capacity(HASH_BLOCK);
+        let mut block = Block::with_capacity(HASH_BLOCK);
         while let Some(chunk) = body.next().await {
-            block.extend_from_slice(&chunk.map_err(StoreError::Body)?);
-            if block.len() >= HASH_BLOCK {
-                let full = std::mem::replace(&mut block, BytesMut::with_capacity(HASH_BLOCK));
-                hashing.pass_on(full.freeze(), out.as_mut()).await?;
+            let chunk = chunk.map_err(StoreError::Body)?;
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                rest = &rest[block.fill(rest)..];
+                if block.is_full() {
+                    let full = std::mem::replace(&mut block, Block::with_capacity(HASH_BLOCK));
+                    hashing.pass_on(full.freeze(), out.as_mut()).await?;
+                }
             }
         }
         if !block.is_empty() {

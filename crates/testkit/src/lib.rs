@@ -72,6 +72,7 @@ pub fn azure_endpoint() -> String {
 pub fn storage_options() -> storage::Options {
     storage::Options {
         fsync: false,
+        direct_io: true,
         retry: object_store::RetryConfig {
             max_retries: 5,
             retry_timeout: std::time::Duration::from_secs(60),
