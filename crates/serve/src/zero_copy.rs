@@ -21,7 +21,7 @@
 //!
 //! A file is read by the kernel inside `sendfile`, on the runtime worker. So that a cold file
 //! rarely makes a worker wait for the disk, the body asks the kernel (on the blocking pool) to
-//! read each next piece ahead (`POSIX_FADV_WILLNEED`) while the current one is on the wire.
+//! keep [`READ_AHEAD`] bytes past the current piece read ahead (`POSIX_FADV_WILLNEED`).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -42,6 +42,10 @@ use tokio::net::TcpStream;
 
 /// The largest piece one placeholder chunk stands for.
 const PIECE: usize = 2 << 20;
+/// How far past the piece on the wire a file is asked to be read ahead. One piece ahead kept a
+/// single read in flight, and a cold 256 MiB pull ran at 560–1,240 MiB/s; the disk answers
+/// faster when it has several.
+const READ_AHEAD: u64 = 16 << 20;
 /// Stretches of the placeholder a connection's pieces take in turn; far more than hyper ever
 /// holds unwritten (it asks a body for more only below ~400 KiB buffered).
 const SLOTS: usize = 16;
@@ -136,8 +140,9 @@ impl ZeroCopy {
             pos: range.start,
             end: range.end.max(range.start),
             advising: None,
+            advised: range.start,
         };
-        body.advise(body.pos);
+        body.advise();
         body
     }
 
@@ -163,6 +168,7 @@ impl ZeroCopy {
             pos: 0,
             end: rest,
             advising: None,
+            advised: 0,
         })
     }
 
@@ -181,20 +187,27 @@ pub struct ZeroCopyBody {
     pos: u64,
     end: u64,
     advising: Option<tokio::task::JoinHandle<()>>,
+    /// Where the read-ahead asked for so far ends.
+    advised: u64,
 }
 
 impl ZeroCopyBody {
-    /// Asks the kernel to read the file piece at `pos` into the page cache, unless it is still
-    /// reading the one asked before.
-    fn advise(&mut self, pos: u64) {
+    /// Asks the kernel to read the file into the page cache up to [`READ_AHEAD`] past `pos`,
+    /// unless it is still taking the last request.
+    fn advise(&mut self) {
         let Source::File { file, .. } = &self.source else {
             return;
         };
-        if pos >= self.end || self.advising.as_ref().is_some_and(|a| !a.is_finished()) {
+        let until = self.end.min(self.pos.saturating_add(READ_AHEAD));
+        if until <= self.advised || self.advising.as_ref().is_some_and(|a| !a.is_finished()) {
             return;
         }
-        let (file, len) = (file.clone(), NonZeroU64::new(self.end - pos));
-        let len = len.map(|l| l.min(NonZeroU64::new(PIECE as u64).unwrap_or(l)));
+        let (file, pos, len) = (
+            file.clone(),
+            self.advised,
+            NonZeroU64::new(until - self.advised),
+        );
+        self.advised = until;
         self.advising = Some(tokio::task::spawn_blocking(move || {
             // Only a hint: a kernel that ignores it sends the same bytes, only later.
             let _ = rustix::fs::fadvise(&*file, pos, len, rustix::fs::Advice::WillNeed);
@@ -230,7 +243,7 @@ impl http_body::Body for ZeroCopyBody {
         let len = (this.end - this.pos).min(PIECE as u64) as usize;
         let placeholder = this.queue.queue().push(this.piece_source(), len);
         this.pos += len as u64;
-        this.advise(this.pos);
+        this.advise();
         Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(placeholder)))))
     }
 
