@@ -159,14 +159,10 @@ struct Ramfs(tempfile::TempDir);
 impl Ramfs {
     fn mount() -> Ramfs {
         let dir = disk_dir();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "ramfs", "ramfs"])
-            .arg(dir.path())
-            .status()
-            .expect("mount(8)");
+        let mounted = as_root(&["mount", "-t", "ramfs", "ramfs"], dir.path());
         assert!(
-            mounted.success(),
-            "mounting a ramfs needs root, as scripts/test.sh runs"
+            mounted,
+            "mounting a ramfs needs root or sudo, as scripts/test.sh's installs do"
         );
         Ramfs(dir)
     }
@@ -174,10 +170,25 @@ impl Ramfs {
 
 impl Drop for Ramfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.0.path())
-            .status();
+        as_root(&["umount"], self.0.path());
     }
+}
+
+/// Runs `command path` as root: directly when the tests are root, else through sudo.
+fn as_root(command: &[&str], path: &Path) -> bool {
+    let uid = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("id(1)");
+    let mut argv: Vec<&str> = command.to_vec();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        argv.insert(0, "sudo");
+    }
+    std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 #[tokio::test]
