@@ -18,21 +18,37 @@ pub(crate) fn is_aligned(n: usize) -> bool {
 /// allocation is paged in by the kernel anew (page faults were ~5 % of a push's CPU), a reused
 /// one is resident. A few suffice for a push's pipeline (the block filling, the one hashing, the
 /// one writing); more would only hold memory while the registry is idle.
-static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+struct Spare(Mutex<Vec<Vec<u8>>>);
+
+static SPARE: Spare = Spare(Mutex::new(Vec::new()));
 const SPARE_MAX: usize = 8;
 
-fn spare(size: usize) -> Vec<u8> {
-    let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
-    match spare.iter().position(|b| b.capacity() >= size) {
-        Some(i) => spare.swap_remove(i),
-        None => Vec::with_capacity(size),
+impl Spare {
+    fn take(&self, size: usize) -> Vec<u8> {
+        let mut spare = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match spare.iter().position(|b| b.capacity() == size) {
+            Some(i) => spare.swap_remove(i),
+            None => Vec::with_capacity(size),
+        }
+    }
+
+    /// Keeps `buf`, in place of the one kept longest if there are enough (so buffers of a size
+    /// no longer asked for do not stay).
+    fn give(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut spare = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() >= SPARE_MAX {
+            spare.remove(0);
+        }
+        spare.push(buf);
     }
 }
 
-/// What a frozen block's [`Bytes`] own: dropping the last of them returns the buffer.
+/// What a frozen block's [`Bytes`] own: dropping the last of them gives the buffer back.
 struct Frozen {
     buf: Vec<u8>,
     start: usize,
+    spare: &'static Spare,
 }
 
 impl AsRef<[u8]> for Frozen {
@@ -43,12 +59,7 @@ impl AsRef<[u8]> for Frozen {
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
-        if spare.len() < SPARE_MAX {
-            spare.push(buf);
-        }
+        self.spare.give(std::mem::take(&mut self.buf));
     }
 }
 
@@ -59,11 +70,16 @@ pub(crate) struct Block {
     buf: Vec<u8>,
     start: usize,
     capacity: usize,
+    spare: &'static Spare,
 }
 
 impl Block {
     pub(crate) fn with_capacity(capacity: usize) -> Block {
-        let mut buf = spare(capacity + DIRECT_ALIGN);
+        Block::from(&SPARE, capacity)
+    }
+
+    fn from(spare: &'static Spare, capacity: usize) -> Block {
+        let mut buf = spare.take(capacity + DIRECT_ALIGN);
         let misaligned = buf.as_ptr().addr() % DIRECT_ALIGN;
         let start = (DIRECT_ALIGN - misaligned) % DIRECT_ALIGN;
         buf.resize(start, 0);
@@ -71,6 +87,7 @@ impl Block {
             buf,
             start,
             capacity,
+            spare,
         }
     }
 
@@ -97,6 +114,7 @@ impl Block {
         Bytes::from_owner(Frozen {
             buf: self.buf,
             start: self.start,
+            spare: self.spare,
         })
     }
 }
@@ -129,22 +147,27 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_block_is_reused_aligned_and_empty() {
-        let mut first = Block::with_capacity(1 << 16);
+    fn a_dropped_block_is_reused_aligned_and_empty_and_the_oldest_spare_goes_first() {
+        let spare: &'static Spare = Box::leak(Box::new(Spare(Mutex::new(Vec::new()))));
+        let mut first = Block::from(spare, 1 << 16);
         first.fill(&[7; 1 << 16]);
         let frozen = first.freeze();
         let address = frozen.as_ptr().addr();
         drop(frozen);
-        // Other tests take spares too: look for this one among a few.
-        let reused: Vec<Block> = (0..SPARE_MAX + 1)
-            .map(|_| Block::with_capacity(1 << 16))
+        let again = Block::from(spare, 1 << 16);
+        assert_eq!(again.buf.as_ptr().addr() + again.start, address);
+        assert!(again.is_empty() && is_aligned(address));
+        // Another size is not served from it; more than SPARE_MAX given back evicts the oldest.
+        assert_ne!(Block::from(spare, 1 << 12).buf.as_ptr(), again.buf.as_ptr());
+        let old = again.buf.as_ptr().addr();
+        drop(again.freeze());
+        let held: Vec<Bytes> = (0..SPARE_MAX)
+            .map(|_| Block::from(spare, 100).freeze())
             .collect();
-        let again = reused
-            .iter()
-            .find(|b| b.buf.as_ptr().addr() + b.start == address);
-        let again = again.expect("the dropped block's buffer was not reused");
-        assert!(again.is_empty());
-        assert!(is_aligned(address));
+        drop(held);
+        let kept = spare.0.lock().unwrap();
+        assert_eq!(kept.len(), SPARE_MAX);
+        assert!(kept.iter().all(|b| b.as_ptr().addr() != old));
     }
 
     #[test]
