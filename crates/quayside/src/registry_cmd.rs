@@ -352,8 +352,9 @@ pub(crate) struct StorageArgs {
     /// distribution `rootdirectory` can be used as it is).
     #[arg(long, env = "QUAYSIDE_DATA_DIR", default_value = "./quayside-data")]
     data_dir: PathBuf,
-    /// fsync blob data before it becomes visible (filesystem), so committed blobs survive a
-    /// power loss (a killed process never loses them either way).
+    /// fsync blob data before it becomes visible, and each directory something is renamed into
+    /// (filesystem), so committed blobs survive a power loss (a killed process never loses them
+    /// either way).
     #[arg(long, env = "QUAYSIDE_FSYNC", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     fsync: bool,
     /// Write upload data with O_DIRECT (filesystem): from the upload's buffer to the disk, not

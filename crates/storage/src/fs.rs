@@ -30,7 +30,8 @@ const IO_BLOCK: usize = 1 << 20;
 #[derive(Clone, Debug)]
 pub struct FsBackend {
     root: PathBuf,
-    /// fsync content before it becomes visible, so a committed blob survives power loss too.
+    /// fsync content before it becomes visible, and the directory it is renamed into, so a
+    /// committed blob survives power loss too.
     sync: bool,
     /// The locked data file of each upload this process holds a claim on. Appends write through
     /// it, so a write still running after its request was dropped keeps the lock until it is
@@ -313,8 +314,8 @@ impl Backend for FsBackend {
     }
 
     async fn rename(&self, src: &str, dest: &str) -> Result<(), BackendError> {
-        let (src, dest) = (self.path(src), self.path(dest));
-        blocking(move || with_parent(&dest, || std::fs::rename(&src, &dest)))
+        let (src, dest, sync) = (self.path(src), self.path(dest), self.sync);
+        blocking(move || move_into_place(&src, &dest, sync))
             .await
             .map_err(not_found)
     }
@@ -326,7 +327,7 @@ impl Backend for FsBackend {
     }
 
     async fn commit(&self, src: &str, dest: &str) -> Result<(), BackendError> {
-        let (src, dest) = (self.path(src), self.path(dest));
+        let (src, dest, sync) = (self.path(src), self.path(dest), self.sync);
         let moved = src.clone();
         blocking(move || {
             let file = std::fs::OpenOptions::new().write(true).open(&moved)?;
@@ -334,7 +335,7 @@ impl Backend for FsBackend {
             file.set_len(committed)?;
             // The blob appears as new: an upload's last write may be older than gc's grace.
             file.set_modified(std::time::SystemTime::now())?;
-            with_parent(&dest, || std::fs::rename(&moved, &dest))
+            move_into_place(&moved, &dest, sync)
         })
         .await
         .map_err(not_found)?;
@@ -634,7 +635,20 @@ fn write_then_rename(tmp: &Path, dest: &Path, data: &[u8], sync: bool) -> io::Re
     if sync {
         file.sync_data()?;
     }
-    with_parent(dest, || std::fs::rename(tmp, dest))
+    move_into_place(tmp, dest, sync)
+}
+
+/// Renames `src` to `dest`, creating `dest`'s directory if needed. With `sync`, the directory
+/// is synced too: until it is, a power loss can undo the rename even though the data was
+/// synced, and the blob, link or upload length acknowledged to a client would be gone. (On
+/// ext4 and XFS that one sync also makes durable the directories just created above it: they
+/// are in the same journal transaction.)
+fn move_into_place(src: &Path, dest: &Path, sync: bool) -> io::Result<()> {
+    with_parent(dest, || std::fs::rename(src, dest))?;
+    match dest.parent() {
+        Some(dir) if sync => std::fs::File::open(dir)?.sync_all(),
+        _ => Ok(()),
+    }
 }
 
 async fn blocking<T: Send + 'static>(
