@@ -30,15 +30,7 @@ struct Server {
 
 /// Deterministic bytes no two pieces of which are alike (a zeroed or shifted piece shows).
 fn content(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    testkit::random_bytes(len, 1)
 }
 
 /// `/file/<start>/<end>`: that range of the file as a file body (409 where the connection offers

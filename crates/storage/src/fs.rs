@@ -296,7 +296,6 @@ impl Backend for FsBackend {
             writing: None,
             buffer: bytes::BytesMut::new(),
             written: offset,
-            len: offset,
             meta_path: meta_path(&path),
             sync: self.sync,
         }))
@@ -528,10 +527,8 @@ struct FsAppender {
     /// The block being written.
     writing: Option<tokio::task::JoinHandle<io::Result<()>>>,
     buffer: bytes::BytesMut,
-    /// Where the next block starts: what was handed to a write so far.
+    /// Where the next block starts: what was handed to a write so far (the buffer follows).
     written: u64,
-    /// `written` plus what is buffered.
-    len: u64,
     meta_path: PathBuf,
     sync: bool,
 }
@@ -570,7 +567,6 @@ impl FsAppender {
 #[async_trait]
 impl Appender for FsAppender {
     async fn write(&mut self, chunk: Bytes) -> Result<(), BackendError> {
-        self.len += chunk.len() as u64;
         if self.buffer.is_empty() && (chunk.len() >= IO_BLOCK || is_aligned(chunk.as_ptr().addr()))
         {
             // A block the store handed over (whole, or an upload's last): written without a copy.
@@ -588,7 +584,7 @@ impl Appender for FsAppender {
             self.flush().await?;
         }
         self.settled().await?;
-        let len = self.len;
+        let len = self.written;
         if self.sync {
             let file = self.file.clone();
             blocking(move || file.sync_data()).await?;

@@ -13,18 +13,6 @@ use storage::{ByteStream, FsBackend, Store};
 
 const MIB: usize = 1 << 20;
 
-fn data(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 /// `bytes` as a request body arriving in pieces of the given sizes, in turn.
 fn body(bytes: &[u8], pieces: &[usize]) -> ByteStream {
     let mut chunks = Vec::new();
@@ -88,7 +76,7 @@ fn disk_dir() -> tempfile::TempDir {
 async fn a_monolithic_push_goes_direct_but_for_its_unaligned_tail() {
     let dir = disk_dir();
     let (store, backend) = store_on(dir.path());
-    let bytes = data(5 * MIB + 4096 + 123, 1);
+    let bytes = testkit::random_bytes(5 * MIB + 4096 + 123, 1);
     // Pieces of odd sizes, as a socket delivers them: blocks are cut regardless.
     let stored = push(&store, &bytes, &[], &[65_537, 300_000, 1, 16_384]).await;
     assert!(stored == bytes, "the blob differs from what was pushed");
@@ -105,7 +93,7 @@ async fn chunked_pushes_on_and_off_alignment_hold_their_bytes() {
     let dir = disk_dir();
     let (store, backend) = store_on(dir.path());
     // An aligned PATCH, then one that ends off alignment, after which nothing can go direct.
-    let bytes = data(11 * MIB + 777, 2);
+    let bytes = testkit::random_bytes(11 * MIB + 777, 2);
     let stored = push(
         &store,
         &bytes,
@@ -122,11 +110,11 @@ async fn an_upload_resumed_after_a_failed_append_holds_the_retry_not_the_leftove
     let dir = disk_dir();
     let (store, _) = store_on(dir.path());
     let name: RepoName = "direct/io".parse().unwrap();
-    let bytes = data(4 * MIB, 3);
+    let bytes = testkit::random_bytes(4 * MIB, 3);
     let id = store.upload_start(&name).await.unwrap();
     // The first attempt dies after writing two direct blocks: its bytes were never acknowledged.
     let broken = futures_util::stream::iter(vec![
-        Ok(bytes::Bytes::from(data(3 * MIB, 99))),
+        Ok(bytes::Bytes::from(testkit::random_bytes(3 * MIB, 99))),
         Err(std::io::Error::other("client went away")),
     ])
     .boxed();
@@ -196,7 +184,7 @@ async fn a_filesystem_that_refuses_o_direct_gets_the_page_cache() {
     let ramfs = Ramfs::mount();
     let (store, backend) = store_on(ramfs.0.path());
     for seed in [4, 5] {
-        let bytes = data(3 * MIB + 5, seed);
+        let bytes = testkit::random_bytes(3 * MIB + 5, seed);
         let stored = push(&store, &bytes, &[MIB], &[100_000]).await;
         assert!(stored == bytes, "the blob differs from what was pushed");
     }
@@ -208,7 +196,7 @@ async fn direct_io_off_writes_nothing_direct() {
     let dir = disk_dir();
     let backend = FsBackend::new(dir.path(), true).direct_io(false);
     let store = Store::new(Arc::new(backend.clone()), 1 << 20);
-    let bytes = data(2 * MIB, 5);
+    let bytes = testkit::random_bytes(2 * MIB, 5);
     assert!(push(&store, &bytes, &[], &[MIB]).await == bytes);
     assert_eq!(backend.direct_bytes(), 0);
 }
