@@ -10,6 +10,8 @@ now() { date +%s.%N; }
 mibps() { python3 -c "print(f'{$1/($3-$2):.0f}')"; }
 # CPU time (user + system, ms) a process has used so far, all its threads included.
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1000 / hz}' "/proc/$1/stat"; }
+# CPU time (ms) of this script's children that have been waited for: the clients (curl) it ran.
+children_ms() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($16 + $17) * 1000 / hz}' "/proc/$$/stat"; }
 per() { python3 -c "print(f'{($2-$1)/$3:.3f}')"; } # before after units: CPU ms per unit
 median() { python3 -c "import statistics,sys; m=statistics.median(map(float, sys.argv[1:])); print(f'{m:.0f}' if m >= 10 else f'{m:.3g}')" "$@"; }
 push_monolithic() { # host file digest repo

@@ -74,49 +74,42 @@ YML
   pids+=($!); P_PID=$!; P="127.0.0.1:$port"; wait_up "$P"
 }
 
-# Test data: one big blob, its 8 MiB chunks, PAR small blobs, a manifest.
+# Test data: one big blob, PAR small blobs, a manifest.
 head -c $((BLOB_MIB << 20)) /dev/urandom >"$work/big"
 BIG_DIGEST="sha256:$(sha256sum "$work/big" | cut -d' ' -f1)"
-mkdir "$work/chunks"; split -b "${CHUNK_MIB}M" -d -a 4 "$work/big" "$work/chunks/c"
 for i in $(seq 1 "$PAR"); do head -c $((PAR_MIB << 20)) /dev/urandom >"$work/par$i"; done
 # The chunked run pushes the same content under another digest-identical name would dedupe, so
 # it gets its own blob: the big one with its first byte changed.
 cp "$work/big" "$work/big2"; printf 'x' | dd of="$work/big2" bs=1 count=1 conv=notrunc status=none
 BIG2_DIGEST="sha256:$(sha256sum "$work/big2" | cut -d' ' -f1)"
-rm -rf "$work/chunks2"; mkdir "$work/chunks2"; split -b "${CHUNK_MIB}M" -d -a 4 "$work/big2" "$work/chunks2/c"
 
 # Flush the test data now, so its write-back does not compete with the first server's pushes.
 sync
 
-
-
-push_chunked() { # host chunkdir digest repo
-  local loc off=0 size; loc=$(curl -s -D - -o /dev/null -X POST "http://$1/v2/$4/blobs/uploads/" | location)
-  for c in "$2"/c*; do
-    size=$(stat -c %s "$c")
-    loc=$(absolute "$1" "$loc")
-    loc=$(curl -sf -D - -o /dev/null -X PATCH -H 'Content-Type: application/octet-stream' \
-      -H "Content-Range: $off-$((off + size - 1))" -T "$c" "$loc" | location)
-    off=$((off + size))
-  done
-  curl -sf -o /dev/null -X PUT "$(with_query "$(absolute "$1" "$loc")" "digest=$3")"
+# One process and one connection for the whole push, as real clients do (bench/chunked_push.py).
+push_chunked() { # host file digest repo
+  python3 bench/chunked_push.py "$1" "$4" "$2" "$CHUNK_MIB" "$3"
 }
 
 # Each throughput metric runs ROUNDS times, the two servers taking turns, and the median is kept:
 # this machine's virtual disk swings with write-back load, and turns expose both servers to it.
 ROUNDS=${ROUNDS:-3}
 
-# timed NAME METRIC MIB CMD...: runs CMD, records MiB/s and the server's CPU ms per MiB.
+# timed NAME METRIC MIB CMD...: runs CMD, records MiB/s and the CPU ms per MiB of the server
+# and of the clients (curl) CMD ran.
 timed() {
-  local name=$1 metric=$2 mib=$3 t0 t1 c0 c1; shift 3
-  c0=$(cpu_ms "${PID[$name]}"); t0=$(now); "$@"; t1=$(now); c1=$(cpu_ms "${PID[$name]}")
+  local name=$1 metric=$2 mib=$3 t0 t1 c0 c1 k0 k1; shift 3
+  c0=$(cpu_ms "${PID[$name]}"); k0=$(children_ms); t0=$(now)
+  "$@"
+  t1=$(now); k1=$(children_ms); c1=$(cpu_ms "${PID[$name]}")
   S[$name.$metric]+=" $(mibps "$mib" "$t0" "$t1")"
   S[$name.$metric.cpu]+=" $(per "$c0" "$c1" "$mib")"
+  S[$name.$metric.client]+=" $(per "$k0" "$k1" "$mib")"
 }
 
 measure_push() { # name host round
   timed "$1" push "$BLOB_MIB" push_monolithic "$2" "$work/big" "$BIG_DIGEST" "bench/mono$3"
-  timed "$1" chunked "$BLOB_MIB" push_chunked "$2" "$work/chunks2" "$BIG2_DIGEST" "bench/chunked$3"
+  timed "$1" chunked "$BLOB_MIB" push_chunked "$2" "$work/big2" "$BIG2_DIGEST" "bench/chunked$3"
 }
 
 pull_parallel() { # host
@@ -130,6 +123,15 @@ pull_parallel() { # host
 measure_pull() { # name host
   timed "$1" pull "$BLOB_MIB" curl -sfL -o /dev/null "http://$2/v2/bench/mono1/blobs/$BIG_DIGEST"
   timed "$1" parallel "$((PAR * PAR_MIB))" pull_parallel "$2"
+}
+
+# The kernel's share of a pull, which no server avoids: the same blob sent by a bare sendfile(2)
+# loop (bench/floor.py), its copy in this script's directory, so already in the page cache.
+start_floor() {
+  local port; port=$(free_port)
+  python3 bench/floor.py serve "$work/big" "$port" &
+  pids+=($!); PID[floor]=$!; FLOOR="127.0.0.1:$port"
+  for _ in $(seq 200); do curl -s -o /dev/null "http://$FLOOR/" && return; sleep 0.05; done
 }
 
 prepare_pulls() { # host
@@ -168,8 +170,10 @@ for round in $(seq 1 "$ROUNDS"); do
   measure_push quayside "$Q" "$round"; measure_push peer "$P" "$round"
 done
 prepare_pulls "$Q"; prepare_pulls "$P"
+[ "$STORAGE" = filesystem ] && start_floor
 for round in $(seq 1 "$ROUNDS"); do
   measure_pull quayside "$Q"; measure_pull peer "$P"
+  [ "$STORAGE" = filesystem ] && timed floor pull "$BLOB_MIB" curl -sf -o /dev/null "http://$FLOOR/"
 done
 for conns in 32 256; do
   measure_manifests quayside "$Q" "$conns"; measure_manifests peer "$P" "$conns"
@@ -179,10 +183,11 @@ for k in "${!S[@]}"; do R[$k]=$(median ${S[$k]}); done
 
 ratio() { python3 -c "a,b=float('$1'),float('$2'); print(f'{a/b:.2f}x' if b else 'n/a')"; }
 printf '\n%-36s %10s %12s %7s   %s\n' "$STORAGE: median of $ROUNDS, $(nproc) cores" quayside distribution ratio \
-  "server CPU per unit, quayside / distribution"
+  "CPU per unit, quayside / distribution: server; clients"
 row() { # label key unit-of-cpu [ratio]
   local ratio=${4-$(ratio "${R[quayside.$2]}" "${R[peer.$2]}")} cpu=""
   [ -n "$3" ] && cpu="${R[quayside.$2.cpu]} / ${R[peer.$2.cpu]} ms per $3"
+  [ -n "${R[quayside.$2.client]:-}" ] && cpu+="; clients ${R[quayside.$2.client]} / ${R[peer.$2.client]}"
   printf '%-36s %10s %12s %7s   %s\n' "$1" "${R[quayside.$2]}" "${R[peer.$2]}" "$ratio" "$cpu"
 }
 row "push monolithic ${BLOB_MIB} MiB (MiB/s)" push MiB
@@ -195,3 +200,7 @@ for conns in 32 256; do
   row "  p99 latency" "p99_$conns" "" ""
 done
 row "peak RSS (MiB)" rss "" "$(ratio "${R[peer.rss]}" "${R[quayside.rss]}") less"
+if [ "$STORAGE" = filesystem ]; then
+  printf '%-36s %10s %12s %7s   %s\n' "kernel floor: pull ${BLOB_MIB} MiB (MiB/s)" "${R[floor.pull]}" "" "" \
+    "${R[floor.pull.cpu]} ms per MiB; clients ${R[floor.pull.client]} (bench/floor.py, one sendfile loop)"
+fi
