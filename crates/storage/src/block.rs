@@ -1,6 +1,7 @@
-//! The blocks an upload is cut into on its way to the backend. Their bytes start on a page
-//! boundary, so the filesystem backend can hand them to an `O_DIRECT` write as they are: that
-//! write needs an aligned buffer, and copying each block into one would cost what it saves.
+//! The blocks an upload is cut into on its way to the backend, and those a download is read into
+//! from a file. Their bytes start on a page boundary, so the filesystem backend can hand them to
+//! an `O_DIRECT` write as they are: that write needs an aligned buffer, and copying each block
+//! into one would cost what it saves.
 
 use std::sync::Mutex;
 
@@ -110,6 +111,25 @@ impl Block {
         n
     }
 
+    /// Reads from `file` at `pos` until the block is full or the file ends. The bytes go
+    /// straight into the buffer's unused capacity, so a reused buffer is not zeroed first; that
+    /// capacity is the alignment padding's length past the block's, so a read may take up to a
+    /// page more than fits, which is cut off again.
+    pub(crate) fn read_at(&mut self, file: &std::fs::File, mut pos: u64) -> std::io::Result<()> {
+        while !self.is_full() {
+            let before = self.len();
+            match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut self.buf), pos) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            self.buf.truncate(self.start + self.capacity);
+            pos += (self.len() - before) as u64;
+        }
+        Ok(())
+    }
+
     pub(crate) fn freeze(self) -> Bytes {
         Bytes::from_owner(Frozen {
             buf: self.buf,
@@ -168,6 +188,36 @@ mod tests {
         let kept = spare.0.lock().unwrap();
         assert_eq!(kept.len(), SPARE_MAX);
         assert!(kept.iter().all(|b| b.as_ptr().addr() != old));
+    }
+
+    #[test]
+    fn a_block_read_from_a_file_holds_exactly_its_stretch_even_in_a_reused_buffer() {
+        let data = testkit::random_bytes(3 << 20 | 1234, 5);
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &data).unwrap();
+        let spare: &'static Spare = Box::leak(Box::new(Spare(Mutex::new(Vec::new()))));
+        // A stale buffer first: its bytes must not show through a shorter read.
+        let mut stale = Block::from(spare, 1 << 20);
+        stale.fill(&[0xee; 1 << 20]);
+        drop(stale.freeze());
+        for (pos, expected) in [
+            (0, 1 << 20),
+            (4097, 1 << 20),
+            (3 << 20, 1234),
+            (data.len() as u64 - 1, 1),
+            (data.len() as u64, 0),
+        ] {
+            let mut block = Block::from(spare, 1 << 20);
+            block.read_at(&file, pos).unwrap();
+            let frozen = block.freeze();
+            let at = pos as usize;
+            assert_eq!(frozen.len(), expected, "read at {pos}");
+            assert!(frozen[..] == data[at..at + expected], "read at {pos}");
+            assert!(is_aligned(frozen.as_ptr().addr()));
+        }
+        let mut small = Block::from(spare, 5000);
+        small.read_at(&file, 10).unwrap();
+        assert!(small.freeze()[..] == data[10..5010]);
     }
 
     #[test]

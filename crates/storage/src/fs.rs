@@ -22,7 +22,7 @@ use std::io::{Read, Write};
 use tokio::fs;
 
 use crate::backend::{Appended, Appender, Backend, BackendError, ByteStream, Claim, used_marker};
-use crate::block::{DIRECT_ALIGN, is_aligned};
+use crate::block::{Block, DIRECT_ALIGN, is_aligned};
 use crate::layout;
 
 const IO_BLOCK: usize = 1 << 20;
@@ -383,17 +383,17 @@ fn with_parent<T>(dest: &Path, mut op: impl FnMut() -> io::Result<T>) -> io::Res
 }
 
 /// A download: blocks read by one blocking-pool hop each, the next one read while the previous
-/// is on the wire. Nothing waits on a thread for the client: a client that stops reading holds
-/// two blocks of memory and no thread.
+/// is on the wire, into buffers that written blocks give back (`crate::block`). Nothing waits on
+/// a thread for the client: a client that stops reading holds two blocks of memory and no
+/// thread.
 fn read_blocks(file: Arc<std::fs::File>, start: u64, end: u64) -> ByteStream {
     let read = move |pos: u64| {
         let file = file.clone();
         let len = (end - pos).min(IO_BLOCK as u64) as usize;
         tokio::task::spawn_blocking(move || {
-            let mut block = vec![0u8; len];
-            let n = read_full_at(&file, &mut block, pos)?;
-            block.truncate(n);
-            Ok::<_, io::Error>(Bytes::from(block))
+            let mut block = Block::with_capacity(len);
+            block.read_at(&file, pos)?;
+            Ok::<_, io::Error>(block.freeze())
         })
     };
     let first = (start < end).then(|| read(start));
@@ -412,21 +412,6 @@ fn read_blocks(file: Arc<std::fs::File>, start: u64, end: u64) -> ByteStream {
         }
     })
     .boxed()
-}
-
-/// Positional read until `buf` is full or the file ends.
-fn read_full_at(file: &std::fs::File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read_at(&mut buf[filled..], pos + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// `O_DIRECT` for upload data. The bytes of a push have to reach the disk before it is
