@@ -112,9 +112,9 @@ impl Block {
     }
 
     /// Reads from `file` at `pos` until the block is full or the file ends. The bytes go
-    /// straight into the buffer's unused capacity, so a reused buffer is not zeroed first; that
-    /// capacity is the alignment padding's length past the block's, so a read may take up to a
-    /// page more than fits, which is cut off again.
+    /// straight into the buffer's unused capacity, so a reused buffer is not zeroed first. That
+    /// capacity is up to a page more than the block's (the room kept for aligning its start), so
+    /// a read may take up to a page more than fits; it is cut off again.
     pub(crate) fn read_at(&mut self, file: &std::fs::File, mut pos: u64) -> std::io::Result<()> {
         while !self.is_full() {
             let before = self.len();
