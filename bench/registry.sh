@@ -130,8 +130,7 @@ measure_pull() { # name host
 start_floor() {
   local port; port=$(free_port)
   python3 bench/floor.py serve "$work/big" "$port" &
-  pids+=($!); PID[floor]=$!; FLOOR="127.0.0.1:$port"
-  for _ in $(seq 200); do curl -s -o /dev/null "http://$FLOOR/" && return; sleep 0.05; done
+  pids+=($!); PID[floor]=$!; FLOOR="127.0.0.1:$port"; wait_up "$FLOOR"
 }
 
 prepare_pulls() { # host

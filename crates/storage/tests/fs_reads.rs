@@ -21,10 +21,6 @@ async fn blocks(backend: &FsBackend, key: &str, range: Option<Range<u64>>) -> Ve
     out
 }
 
-fn joined(blocks: &[Bytes]) -> Vec<u8> {
-    blocks.concat()
-}
-
 #[tokio::test]
 async fn ranges_across_block_boundaries_come_back_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -35,7 +31,7 @@ async fn ranges_across_block_boundaries_come_back_exact() {
         .await
         .unwrap();
     let len = data.len() as u64;
-    assert!(joined(&blocks(&backend, "blob", None).await) == data);
+    assert!(blocks(&backend, "blob", None).await.concat() == data);
     let mib = MIB as u64;
     for range in [
         0..1,
@@ -46,7 +42,7 @@ async fn ranges_across_block_boundaries_come_back_exact() {
         // Past the end: what the file holds.
         len - 10..len + 100,
     ] {
-        let got = joined(&blocks(&backend, "blob", Some(range.clone())).await);
+        let got = blocks(&backend, "blob", Some(range.clone())).await.concat();
         let want = &data[range.start as usize..(range.end.min(len)) as usize];
         assert!(got == want, "range {range:?}: {} bytes", got.len());
     }
@@ -88,5 +84,5 @@ async fn blocks_held_by_one_download_survive_others_reading_into_pooled_buffers(
     for read in futures_util::future::join_all(reads).await {
         read.unwrap();
     }
-    assert!(joined(&held) == first);
+    assert!(held.concat() == first);
 }
